@@ -1,0 +1,166 @@
+"""One tile, start to finish: read its window, detect, fit, write.
+
+:func:`process_tile` is what each Dask task runs. It writes the tile's
+catalog(s) and ``status.json`` atomically into the run directory and returns
+the status dict; a failure inside is recorded (reason, traceback, timings),
+so the driver can retry, escalate or report it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+import traceback
+import warnings
+from contextlib import contextmanager
+from typing import Any, Mapping
+
+import numpy as np
+from astropy.table import Table, hstack
+
+from .. import __version__
+from ..fit.base import BandCutout, get_engine
+from ..io.field import Field
+from ..io.store import RunStore
+from ..settings import config_hash
+from ..tiling import Tile
+
+__all__ = ["process_tile", "tile_input_hash", "catalog_name", "blank_reason"]
+
+# Columns of the detection table kept in catalogs (the rest is working data).
+_DROP_DETECTION = ("x", "y", "XMIN", "XMAX", "YMIN", "YMAX")
+
+
+def catalog_name(model: str, primary: bool) -> str:
+    """File name of a model's catalog: ``catalog`` for the primary model."""
+    return "catalog" if primary else f"catalog_{model}"
+
+
+def tile_input_hash(tile: Tile, field: Field, config: Mapping[str, Any],
+                    psf_paths: Mapping[str, str]) -> str:
+    """Hash of everything that determines a tile's result: its windows, the
+    input files, the PSFs and the result-changing configuration."""
+    parts = {
+        "tile": [tile.id, [(s.start, s.stop) for s in tile.core],
+                 [(s.start, s.stop) for s in tile.halo]],
+        "files": [field.detection.sci_path, field.detection.wht_path]
+        + [p for im in field.bands.values() for p in (im.sci_path, im.wht_path)],
+        "psf": dict(psf_paths),
+        "config": config_hash(config),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def blank_reason(cut: BandCutout) -> str | None:
+    """Why a band cannot be used over a tile, or None if it can."""
+    valid = cut.wht > 0
+    if not valid.any():
+        return "zero weight everywhere"
+    if not np.any(cut.sci[valid] != 0):
+        return "all pixels zero"
+    return None
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
+                 psf_paths: Mapping[str, str], storage_options: dict | None = None) -> dict:
+    """Detect and fit every source owned by ``tile``; write its outputs.
+
+    Returns
+    -------
+    dict
+        The status written to ``tiles/{tile_id}/status.json``: ``state``
+        (``ok``/``failed``), ``reason``, ``traceback``, ``timings`` (s),
+        ``n_sources``, ``dropped_bands``, ``input_hash``, versions.
+    """
+    store = RunStore(out, storage_options)
+    timings: dict[str, float] = {}
+    status: dict[str, Any] = {
+        "tile": tile.id, "state": "failed", "reason": None, "timings": timings,
+        "input_hash": tile_input_hash(tile, field, config, psf_paths),
+        "versions": {"dja_sepp": __version__, "python": platform.python_version(),
+                     "engine": config["fit"]["engine"]},
+        "host": platform.node(), "started": time.time(),
+    }
+    start = time.perf_counter()
+    try:
+        _run_tile(tile, field, config, store, psf_paths, timings, status)
+        status["state"] = "ok"
+    except Exception as exc:  # recorded, never lost: the driver decides what next
+        status["reason"] = f"{type(exc).__name__}: {exc}"
+        status["traceback"] = traceback.format_exc()
+    timings["total"] = time.perf_counter() - start
+    store.write_json(f"tiles/{tile.id}/status.json", status)
+    return status
+
+
+def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunStore,
+              psf_paths: Mapping[str, str], timings: dict, status: dict) -> None:
+    from ..detect import detect_sources  # heavy import only inside workers
+    from ..psf import load_psf
+
+    debug_sleep = float(config["fit"].get("debug_sleep", {}).get(tile.id, 0)
+                        if isinstance(config["fit"].get("debug_sleep"), Mapping) else 0)
+    with _timed(timings, "read"):
+        det = field.detection.cutout(tile.halo)
+    with _timed(timings, "detect"):
+        sources, segmap = detect_sources(det, config["detection"])
+        det.segmap = segmap
+        ys, xs = tile.halo
+        sources["IN_CORE"] = tile.in_core(np.asarray(sources["x"]) + xs.start,
+                                          np.asarray(sources["y"]) + ys.start)
+    status["n_detected"] = len(sources)
+    status["n_sources"] = int(np.count_nonzero(sources["IN_CORE"]))
+    bands, dropped = [], {}
+    with _timed(timings, "read"):
+        for name, image in field.bands.items():
+            psf = load_psf(psf_paths[name], band=name, pixel_scale=image.pixel_scale) \
+                if name in psf_paths else None
+            cut = image.cutout(tile.halo_on(image.factor), psf=psf)
+            reason = blank_reason(cut)
+            if reason:
+                dropped[name] = reason
+                continue
+            if psf is None:
+                raise ValueError(f"band {name}: no PSF given or built")
+            bands.append(cut)
+    status["dropped_bands"] = dropped
+    if dropped:
+        status["warnings"] = [f"band {b} dropped over tile {tile.id}: {r}" for b, r in dropped.items()]
+    if debug_sleep:  # test hook: simulate a stalled tile (see tests of timeouts)
+        time.sleep(debug_sleep)
+    engine = get_engine(config["fit"]["engine"])
+    models = list(config["fit"]["models"])
+    for i, model in enumerate(models):
+        with _timed(timings, "fit"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fitted = engine.fit(sources, det, bands, model, options=config["fit"])
+        with _timed(timings, "write"):
+            table = _tile_catalog(sources, fitted, tile, dropped)
+            store.write_table(f"tiles/{tile.id}/{catalog_name(model, i == 0)}.parquet", table)
+
+
+def _tile_catalog(sources: Table, fitted: Table, tile: Tile, dropped: Mapping[str, str]) -> Table:
+    """Detection columns + model columns for the rows this tile owns."""
+    if len(fitted) != len(sources):
+        raise RuntimeError(f"engine returned {len(fitted)} rows for {len(sources)} sources")
+    keep = [c for c in sources.colnames if c not in _DROP_DETECTION]
+    clash = set(keep) & set(fitted.colnames)
+    det = sources[[c for c in keep if c not in clash]]
+    table = hstack([det, fitted], join_type="exact", metadata_conflicts="silent")
+    table = table[np.asarray(table["IN_CORE"], dtype=bool)]
+    table.remove_column("IN_CORE")
+    table["TILE_ID"] = np.array([tile.id] * len(table), dtype="U16")
+    table.meta["TILE_ID"] = tile.id
+    table.meta["DROPPED"] = ",".join(f"{b}" for b in dropped)
+    return table
