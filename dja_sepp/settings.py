@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["ConfigError", "load_config", "default_config", "config_hash",
+__all__ = ["ConfigError", "load_config", "default_config", "config_hash", "model_path",
            "config_dir", "init_config_dir", "dump_config"]
 
 
@@ -138,3 +138,23 @@ def init_config_dir(directory: str | Path) -> list[Path]:
         shutil.copyfile(src, dst)
         written.append(dst)
     return written
+
+
+def model_path(name: str | Path) -> Path:
+    """The YAML file of a model: a path, or a name in ``config/models``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the model and the models that exist.
+    """
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.exists():
+            raise ConfigError(f"{candidate}: model file not found")
+        return candidate
+    path = config_dir() / "models" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (config_dir() / "models").glob("*.yaml"))
+        raise ConfigError(f"unknown model {str(name)!r}; shipped models: {known}")
+    return path

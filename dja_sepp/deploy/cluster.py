@@ -1,0 +1,29 @@
+"""Cluster choice (local processes or an existing scheduler address)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+__all__ = ["cluster_client"]
+
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1"}
+
+
+@contextmanager
+def cluster_client(config: Mapping[str, Any]) -> Iterator[Any]:
+    """A Client on the configured cluster, torn down on every exit path."""
+    from distributed import Client, LocalCluster
+    kind = config.get("kind", "local")
+    if kind == "address":
+        with Client(config["address"]) as client:
+            yield client
+        return
+    if kind != "local":
+        raise ValueError(f"cluster kind {kind!r} is not available")
+    import os
+    n = config.get("n_workers") or os.cpu_count() or 1
+    with LocalCluster(n_workers=n, threads_per_worker=int(config.get("threads_per_worker", 1)),
+                      processes=True, memory_limit=config.get("memory_limit", "auto"),
+                      env=THREAD_ENV, dashboard_address=":0") as cluster, Client(cluster) as client:
+        yield client

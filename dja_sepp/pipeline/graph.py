@@ -1,0 +1,231 @@
+"""The run driver: field -> tiles -> one Dask task per tile -> merge.
+
+The driver holds no pixels: it reads headers, submits one task per tile
+(workers read their own windows), waits with a progress bar, and merges the
+small tile catalogs. A rerun skips tiles whose ``status.json`` is ok with the
+same input hash, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from astropy.table import Table
+
+from ..io.field import Field
+from ..io.store import RunStore
+from ..merge import MergeStats, merge_catalogs
+from ..settings import dump_config, load_config, model_path
+from ..tiling import TileGrid, make_tiles
+from .tile_task import catalog_name, process_tile, tile_input_hash
+
+__all__ = ["run", "RunResult", "field_from_config", "merge_run"]
+
+log = logging.getLogger("dja_sepp")
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    run_dir : str
+        The run directory (path or URL).
+    catalog_path : str or None
+        Merged catalog (FITS) of the primary model; None if nothing merged.
+    n_tiles, n_ok, n_skipped : int
+        Tiles in the grid, tiles ok (computed now or earlier), tiles reused
+        from an earlier run.
+    failed : dict
+        tile id -> reason, for tiles that failed after all retries.
+    merge : MergeStats or None
+    timings : dict
+        Wall-clock seconds of the driver's stages and summed tile stages.
+    """
+
+    run_dir: str
+    catalog_path: str | None
+    n_tiles: int
+    n_ok: int
+    n_skipped: int
+    failed: dict[str, str]
+    merge: MergeStats | None = None
+    timings: dict[str, float] = dc_field(default_factory=dict)
+    catalogs: dict[str, str] = dc_field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every tile is ok (the catalog covers the whole field)."""
+        return not self.failed and self.n_ok == self.n_tiles
+
+    def summary(self) -> str:
+        state = "complete" if self.complete else f"INCOMPLETE: {len(self.failed)} tile(s) failed"
+        lines = [f"run {self.run_dir}: {self.n_ok}/{self.n_tiles} tiles ok "
+                 f"({self.n_skipped} reused), {state}"]
+        if self.merge:
+            lines.append(f"catalog {self.catalog_path}: {self.merge.n_output} sources "
+                         f"({self.merge.n_duplicates} duplicates removed)")
+        lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
+        return "\n".join(lines)
+
+
+def field_from_config(images: str | Field, config: Mapping[str, Any],
+                      storage_options: dict | None = None) -> Field:
+    """The field of a run: a :class:`Field` as is, or found in a folder/URL."""
+    if isinstance(images, Field):
+        return images
+    fc = config["field"]
+    return Field.from_directory(images, field=fc["name"], bands=fc["bands"],
+                                detection=fc["detection"], zeropoint=fc["zeropoint"],
+                                cache_dir=fc["cache_dir"], storage_options=storage_options)
+
+
+def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | None = None,
+        cluster: Any = None, config: str | Path | Mapping | None = None,
+        psfs: Mapping[str, str] | None = None, progress: bool = True,
+        storage_options: dict | None = None, **overrides: Any) -> RunResult:
+    """Fit every source of a field, tile by tile on Dask, and merge.
+
+    Parameters
+    ----------
+    images : str, Path or Field
+        Folder or URL holding DJA-named mosaics, or a :class:`Field`.
+    out : str or Path
+        Run directory (local or fsspec URL).
+    models : sequence of str, optional
+        Model names (``config/models``); the first is the primary catalog.
+    cluster : None, str, Client or Cluster
+        None: the configured cluster (local processes by default); a
+        scheduler address; or a ``distributed`` Client / cluster object.
+    config : path or mapping, optional
+        Run configuration overriding the shipped defaults.
+    psfs : mapping, optional
+        band -> PSF file; bands without one get a PSF built by the PSF step.
+    progress : bool
+        Show a progress bar.
+    **overrides
+        Configuration overrides as ``section__key=value``.
+    """
+    t_start = time.perf_counter()
+    if models:
+        overrides["fit__models"] = list(models)
+    cfg = load_config(config, **overrides)
+    store = RunStore(out, storage_options)
+    store.check_writable()
+    fld = field_from_config(images, cfg, storage_options)
+    _check_models(cfg)
+    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
+    if not grid.tiles:
+        raise ValueError(f"{fld.detection.wht_path}: no tile has valid detection pixels")
+    psf_paths = _resolve_psfs(fld, cfg, store, psfs)
+    cfg["run"] = {"images": str(images if not isinstance(images, Field) else fld.detection.sci_path),
+                  "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
+                  "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo}
+    store.write_text("run.yaml", dump_config(cfg))
+    _write_tiling(grid, fld, store)
+    timings = {"setup": time.perf_counter() - t_start}
+
+    from .execute import execute_tiles  # distributed imported only when running
+    todo, reused = _tiles_to_run(grid, fld, cfg, store, psf_paths)
+    t0 = time.perf_counter()
+    statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=cluster,
+                             progress=progress, storage_options=storage_options)
+    timings["tiles"] = time.perf_counter() - t0
+    for st in statuses.values():
+        for stage, sec in st.get("timings", {}).items():
+            timings[f"tile_{stage}"] = timings.get(f"tile_{stage}", 0.0) + sec
+    failed = {t: (s.get("reason") or "unknown") for t, s in statuses.items() if s.get("state") != "ok"}
+    t0 = time.perf_counter()
+    result = merge_run(store, grid, cfg)
+    timings["merge"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    result.n_skipped = len(reused)
+    result.failed = failed
+    result.n_ok = len(grid.tiles) - len(failed)
+    result.timings = timings
+    store.write_json("summary.json", {
+        "complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
+        "n_reused": result.n_skipped, "failed": failed, "timings": timings,
+        "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs})
+    return result
+
+
+def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunResult:
+    """Merge the ok tiles of a run directory into ``catalog*.fits/.parquet``.
+
+    A catalog built from an incomplete set of tiles says so in its header
+    (``COMPLETE = F`` and the missing tiles), so it is never mistaken for the
+    whole field.
+    """
+    models = list(cfg["fit"]["models"])
+    ok_tiles, missing = [], []
+    for tile in grid.tiles:
+        rel = f"tiles/{tile.id}/status.json"
+        if store.exists(rel) and store.read_json(rel).get("state") == "ok":
+            ok_tiles.append(tile)
+        else:
+            missing.append(tile.id)
+    result = RunResult(store.root, None, len(grid.tiles), len(ok_tiles), 0,
+                       {t: "not ok" for t in missing})
+    for i, model in enumerate(models):
+        name = catalog_name(model, i == 0)
+        tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in ok_tiles]
+        merged, stats = merge_catalogs(tables, grid, cfg["merge"]["match_radius"])
+        merged.meta["MODEL"] = model
+        merged.meta["COMPLETE"] = (not missing, "all tiles of the field are in this catalog")
+        merged.meta["NTILES"] = len(grid.tiles)
+        if missing:
+            merged.meta["MISSING"] = ",".join(missing)[:60]
+        for ext in ("fits", "parquet"):
+            store.write_table(f"{name}.{ext}", merged)
+        result.catalogs[model] = store.url(f"{name}.fits")
+        if i == 0:
+            result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
+    return result
+
+
+def _check_models(cfg: Mapping[str, Any]) -> None:
+    for model in cfg["fit"]["models"]:  # fail before any work on an unknown model
+        model_path(model)
+
+
+def _resolve_psfs(fld: Field, cfg: Mapping[str, Any], store: RunStore,
+                  psfs: Mapping[str, str] | None) -> dict[str, str]:
+    given = {k.upper(): str(v) for k, v in {**cfg["psf"]["files"], **(psfs or {})}.items()}
+    missing = [b for b in fld.bands if b not in given]
+    if missing:
+        from ..psf import build_psfs
+        built = build_psfs(fld, store, cfg, bands=missing)
+        given.update(built)
+    return {b: given[b] for b in fld.bands}
+
+
+def _write_tiling(grid: TileGrid, fld: Field, store: RunStore) -> None:
+    """``tiles.reg`` (DS9, sky coordinates) and ``tiles.png`` (tiles over a
+    strided preview of the detection image, never the full mosaic)."""
+    import tempfile
+    step = max(1, max(grid.shape) // 1500)
+    preview, _ = fld.detection.read((slice(0, grid.shape[0], step), slice(0, grid.shape[1], step)))
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = grid.write_ds9(Path(tmp) / "tiles.reg", fld.detection.wcs)
+        store.put_file(reg, "tiles.reg")
+        png = grid.plot(Path(tmp) / "tiles.png", preview, binning=step)
+        store.put_file(png, "tiles.png")
+
+
+def _tiles_to_run(grid: TileGrid, fld: Field, cfg, store: RunStore, psf_paths) -> tuple[list, list]:
+    todo, reused = [], []
+    for tile in grid.tiles:
+        rel = f"tiles/{tile.id}/status.json"
+        if store.exists(rel):
+            st = store.read_json(rel)
+            if st.get("state") == "ok" and st.get("input_hash") == tile_input_hash(
+                    tile, fld, cfg, psf_paths):
+                reused.append(tile)
+                continue
+        todo.append(tile)
+    return todo, reused
