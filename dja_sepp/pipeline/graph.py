@@ -229,3 +229,32 @@ def _tiles_to_run(grid: TileGrid, fld: Field, cfg, store: RunStore, psf_paths) -
                 continue
         todo.append(tile)
     return todo, reused
+
+
+def rebuild_grid(run_dir: str, storage_options: dict | None = None):
+    """``(store, config, field, grid)`` of an existing run, from its ``run.yaml``."""
+    import yaml
+    store = RunStore(run_dir, storage_options)
+    if not store.exists("run.yaml"):
+        raise FileNotFoundError(f"{run_dir}: no run.yaml (not a dja-sepp run directory)")
+    cfg = yaml.safe_load(store.read_text("run.yaml"))
+    fld = field_from_config(cfg["run"]["images"], cfg, storage_options)
+    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
+    return store, cfg, fld, grid
+
+
+def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None = None,
+               progress: bool = True) -> list[str]:
+    """Render the model and residual mosaics of a finished run (``mosaic.zarr``)."""
+    from ..mosaic import build_mosaics
+    from ..psf import load_psf
+    from .execute import client_for
+    store, cfg, fld, grid = rebuild_grid(run_dir, storage_options)
+    model = cfg["fit"]["models"][0]
+    catalog = store.read_table(f"{catalog_name(model, True)}.fits")
+    psfs = {b: load_psf(p, band=b, pixel_scale=fld.bands[b].pixel_scale)
+            for b, p in cfg["run"]["psf_files"].items()}
+    with client_for(cluster, cfg) as client:
+        path = build_mosaics(store.root, fld, grid, catalog, psfs, model,
+                             engine=cfg["fit"]["engine"], client=client)
+    return [str(path)]

@@ -1,0 +1,186 @@
+"""Command line: ``dja-sepp demo | run | psf | tiles | merge | mosaic | config``.
+
+Bad input ends with a one-line reason on stderr and exit status 2; a run
+whose tiles did not all succeed ends with status 1 after merging and
+reporting what it could.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dja-sepp", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="fit every source of a field (tiles on Dask, merge)")
+    _field_args(p)
+    p.add_argument("--out", required=True, help="run directory (path or s3:// URL)")
+    p.add_argument("--model", action="append", dest="models",
+                   help="model name (repeatable; first is the primary catalog)")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.add_argument("--cluster", help="scheduler address (tcp://host:8786) or cluster kind")
+    p.add_argument("--psf", action="append", default=[], metavar="BAND=FILE",
+                   help="PSF file for a band (repeatable); other bands get a built PSF")
+    p.add_argument("--no-mosaic", action="store_true", help="skip the model/residual mosaics")
+    p.add_argument("--resume", action="store_true",
+                   help="rerun only failed or missing tiles of --out (ok tiles are always reused)")
+
+    p = sub.add_parser("demo", help="simulate a small JWST-like field and run the pipeline on it")
+    p.add_argument("--out", required=True, help="folder for images/, truth.fits and run/")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--size", type=float, default=40.0, help="field side in arcsec")
+    p.add_argument("--galaxies", type=int, default=300)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--model", action="append", dest="models")
+
+    p = sub.add_parser("tiles", help="write the tiling (DS9 regions + PNG) of a field")
+    _field_args(p)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("psf", help="build the PSF of each band")
+    _field_args(p)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("merge", help="merge the ok tiles of a run directory again")
+    p.add_argument("run_dir")
+
+    p = sub.add_parser("mosaic", help="render the model and residual mosaics of a run")
+    p.add_argument("run_dir")
+
+    p = sub.add_parser("config", help="configuration files")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("init", help="copy the default YAML files into DIR for editing")
+    c.add_argument("dir")
+    csub.add_parser("show", help="print the default configuration")
+    return parser
+
+
+def _field_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", required=True, help="folder or URL with DJA-named mosaics")
+    p.add_argument("--field", help="field name prefix (when the folder holds several)")
+    p.add_argument("--bands", help="comma-separated bands to use (default: all found)")
+    p.add_argument("--config", help="run configuration YAML")
+    p.add_argument("--tile-size", type=float, help="tile core side in arcsec")
+    p.add_argument("--overlap", type=float, help="tile halo width in arcsec")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {"field__name": getattr(args, "field", None),
+           "tiling__tile_size": getattr(args, "tile_size", None),
+           "tiling__overlap": getattr(args, "overlap", None)}
+    if getattr(args, "bands", None):
+        out["field__bands"] = [b.strip().upper() for b in args.bands.split(",")]
+    if getattr(args, "workers", None):
+        out["cluster__n_workers"] = args.workers
+    if getattr(args, "no_mosaic", False):
+        out["mosaic__enabled"] = False
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+    psfs = dict(item.split("=", 1) for item in args.psf)
+    result = run(args.images, args.out, models=args.models, cluster=args.cluster,
+                 config=args.config, psfs=psfs, **_overrides(args))
+    print(result.summary())
+    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    result = run_demo(args.out, size=args.size, n_galaxies=args.galaxies, seed=args.seed,
+                      workers=args.workers, models=args.models)
+    print(result.summary())
+    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from .io.store import RunStore
+    from .pipeline.graph import _write_tiling, field_from_config
+    from .settings import load_config
+    from .tiling import make_tiles
+    cfg = load_config(args.config, **_overrides(args))
+    fld = field_from_config(args.images, cfg)
+    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
+    store = RunStore(args.out)
+    store.check_writable()
+    _write_tiling(grid, fld, store)
+    print(f"{len(grid.tiles)} tiles ({grid.nrows} x {grid.ncols}, core {grid.core_size} px, "
+          f"halo {grid.halo} px): {store.url('tiles.reg')}, {store.url('tiles.png')}")
+    return EXIT_OK
+
+
+def cmd_psf(args: argparse.Namespace) -> int:
+    from .io.store import RunStore
+    from .pipeline.graph import field_from_config
+    from .psf import build_psfs
+    from .settings import load_config
+    cfg = load_config(args.config, **_overrides(args))
+    fld = field_from_config(args.images, cfg)
+    store = RunStore(args.out)
+    store.check_writable()
+    paths = build_psfs(fld, store, cfg, bands=list(fld.bands))
+    for band, path in paths.items():
+        print(f"{band}: {path}")
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .pipeline.graph import rebuild_grid, merge_run
+    store, cfg, _, grid = rebuild_grid(args.run_dir)
+    result = merge_run(store, grid, cfg)
+    print(result.summary())
+    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+
+
+def cmd_mosaic(args: argparse.Namespace) -> int:
+    from .pipeline.graph import mosaic_run
+    for path in mosaic_run(args.run_dir):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .settings import config_dir, init_config_dir
+    if args.config_command == "init":
+        for path in init_config_dir(args.dir):
+            print(path)
+    else:
+        print((config_dir() / "defaults.yaml").read_text())
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf,
+            "merge": cmd_merge, "mosaic": cmd_mosaic, "config": cmd_config}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dja-sepp`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from .io.cache import InputError
+    from .io.store import OutputError
+    from .settings import ConfigError
+    try:
+        return COMMANDS[args.command](args)
+    except (InputError, ConfigError, OutputError, FileNotFoundError, PermissionError) as exc:
+        print(f"dja-sepp: error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        print(f"dja-sepp: error: {exc}".splitlines()[0], file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
