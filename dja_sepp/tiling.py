@@ -183,7 +183,7 @@ def grid_geometry(shape: tuple[int, int], pixel_scale: float, tile_size: float,
     core = max(align, int(round(tile_size / pixel_scale / align)) * align)
     if core >= max(shape):
         core = int(math.ceil(max(shape) / align) * align)
-    halo = int(math.ceil(overlap / pixel_scale))
+    halo = int(math.ceil(overlap / pixel_scale - 1e-6))  # 1.0/0.04 is 25.000000000000004
     return core, halo, math.ceil(shape[0] / core), math.ceil(shape[1] / core)
 
 
