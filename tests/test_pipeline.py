@@ -1,0 +1,104 @@
+"""End to end on real scheduler/worker processes: tiles -> fits -> merge."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import astropy.units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+
+from conftest import SMALL_SIZE
+from dja_sepp import run
+from dja_sepp.demo import border_positions, demo_tiling
+
+pytestmark = pytest.mark.slow
+
+
+def _psfs(sim):
+    return {b.upper(): str(p) for b, p in sim.psf_paths.items()}
+
+
+def _run(sim, out, client, tile_size, **kw):
+    cfg = {"tiling": {**demo_tiling(SMALL_SIZE), "tile_size": tile_size},
+           "mosaic": {"enabled": False}}
+    return run(sim.images_dir, out, config=cfg, psfs=_psfs(sim), cluster=client,
+               progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def tiled(small_field, dask_client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiled")
+    return _run(small_field, out, dask_client, demo_tiling(SMALL_SIZE)["tile_size"])
+
+
+@pytest.fixture(scope="module")
+def single(small_field, dask_client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    return _run(small_field, out, dask_client, 1000.0)
+
+
+def _sky(cat):
+    return SkyCoord(np.asarray(cat["RA"]) * u.deg, np.asarray(cat["DEC"]) * u.deg)
+
+
+def test_tiled_run_is_complete_with_contract_columns(tiled):
+    assert tiled.complete and tiled.n_tiles == 4
+    cat = Table.read(tiled.catalog_path)
+    for col in ("ID", "TILE_ID", "RA", "DEC", "X_IMAGE", "Y_IMAGE", "FLUX_AUTO", "RA_MODEL",
+                "DEC_MODEL", "RADIUS", "AXRATIO", "ANGLE", "SERSIC", "CHI2_REDUCED", "N_ITER",
+                "FLAGS", "FLUX_MODEL_F444W", "MAG_MODEL_F200W_err"):
+        assert col in cat.colnames, col
+    assert cat["RADIUS"].unit == u.arcsec
+    assert len(set(cat["ID"])) == len(cat)
+    assert set(cat["TILE_ID"]) == {"r00c00", "r00c01", "r01c00", "r01c01"}
+    assert cat.meta["COMPLETE"]
+
+
+def test_border_and_corner_sources_appear_once(tiled, small_field):
+    cat = Table.read(tiled.catalog_path)
+    truth = Table.read(small_field.truth_path)
+    pos = np.array(border_positions(SMALL_SIZE))
+    on_border = np.zeros(len(truth), bool)
+    for x, y in pos:
+        on_border |= np.hypot(truth["X_DET"] - x, truth["Y_DET"] - y) < 0.01
+    assert on_border.sum() == len(pos)
+    sky = _sky(cat)
+    for row in truth[on_border]:
+        sep = sky.separation(SkyCoord(row["RA"] * u.deg, row["DEC"] * u.deg)).arcsec
+        assert np.count_nonzero(sep < 0.2) == 1, (row["X_DET"], row["Y_DET"])
+
+
+def test_tiled_equals_single_tile(tiled, single):
+    a = Table.read(tiled.catalog_path)
+    b = Table.read(single.catalog_path)
+    assert single.n_tiles == 1
+    idx, sep, _ = _sky(b).match_to_catalog_sky(_sky(a))
+    matched = sep.arcsec < 0.05
+    # every source of the single-tile run is in the tiled catalog, and no extra
+    assert matched.all(), b[~matched]["X_IMAGE", "Y_IMAGE"]
+    assert len(a) == len(b)
+    band = "F444W"
+    fa = np.asarray(a[f"FLUX_MODEL_{band}"])[idx]
+    fb = np.asarray(b[f"FLUX_MODEL_{band}"])
+    ea = np.asarray(a[f"FLUX_MODEL_{band}_err"])[idx]
+    eb = np.asarray(b[f"FLUX_MODEL_{band}_err"])
+    ok = np.isfinite(fa) & np.isfinite(fb) & (ea > 0) & (eb > 0)
+    z = (fa[ok] - fb[ok]) / np.hypot(ea[ok], eb[ok])
+    # the same pixels and nearly the same neighbours: differences well inside the errors
+    assert np.median(np.abs(z)) < 0.3 and np.mean(np.abs(z) < 1) > 0.95
+
+
+def test_blank_band_recorded_and_dropped(tiled):
+    import json
+    from pathlib import Path
+    statuses = [json.loads(p.read_text()) for p in Path(tiled.run_dir).glob("tiles/*/status.json")]
+    dropped = [s for s in statuses if "F200W" in s.get("dropped_bands", {})]
+    assert dropped, "the blank F200W region should drop the band over at least one tile"
+    assert all("warnings" in s for s in dropped)
+
+
+def test_rerun_reuses_ok_tiles(small_field, dask_client, tiled):
+    again = _run(small_field, tiled.run_dir, dask_client, demo_tiling(SMALL_SIZE)["tile_size"])
+    assert again.n_skipped == 4 and again.complete
+    np.testing.assert_array_equal(Table.read(again.catalog_path)["RA"],
+                                  Table.read(tiled.catalog_path)["RA"])
