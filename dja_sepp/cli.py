@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="fit every source of a field (tiles on Dask, merge)")
-    _field_args(p)
-    p.add_argument("--out", required=True, help="run directory (path or s3:// URL)")
+    _field_args(p, required=False)
+    p.add_argument("--out", help="run directory (path or s3:// URL)")
     p.add_argument("--model", action="append", dest="models",
                    help="model name (repeatable; first is the primary catalog)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--psf", action="append", default=[], metavar="BAND=FILE",
                    help="PSF file for a band (repeatable); other bands get a built PSF")
     p.add_argument("--no-mosaic", action="store_true", help="skip the model/residual mosaics")
-    p.add_argument("--resume", action="store_true",
-                   help="rerun only failed or missing tiles of --out (ok tiles are always reused)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="finish RUN_DIR: recompute only its failed or missing tiles")
 
     p = sub.add_parser("demo", help="simulate a small JWST-like field and run the pipeline on it")
     p.add_argument("--out", required=True, help="folder for images/, truth.fits and run/")
@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _field_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", required=True, help="folder or URL with DJA-named mosaics")
+def _field_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--images", required=required, help="folder or URL with DJA-named mosaics")
     p.add_argument("--field", help="field name prefix (when the folder holds several)")
     p.add_argument("--bands", help="comma-separated bands to use (default: all found)")
     p.add_argument("--config", help="run configuration YAML")
@@ -89,6 +89,13 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
+    from .pipeline.graph import resume
+    if args.resume:
+        result = resume(args.resume, cluster=args.cluster)
+        print(result.summary())
+        return EXIT_OK if result.complete else EXIT_INCOMPLETE
+    if not args.images or not args.out:
+        raise ValueError("run needs --images and --out (or --resume RUN_DIR)")
     psfs = dict(item.split("=", 1) for item in args.psf)
     result = run(args.images, args.out, models=args.models, cluster=args.cluster,
                  config=args.config, psfs=psfs, **_overrides(args))

@@ -258,3 +258,21 @@ def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None =
         path = build_mosaics(store.root, fld, grid, catalog, psfs, model,
                              engine=cfg["fit"]["engine"], client=client)
     return [str(path)]
+
+
+def resume(run_dir: str, cluster: Any = None, progress: bool = True,
+           storage_options: dict | None = None, **overrides: Any) -> RunResult:
+    """Finish an earlier run: recompute only its failed or missing tiles.
+
+    The images, configuration and PSFs come from the run's ``run.yaml``; ok
+    tiles whose inputs are unchanged are reused, not recomputed.
+    """
+    import yaml
+    store = RunStore(run_dir, storage_options)
+    if not store.exists("run.yaml"):
+        raise FileNotFoundError(f"{run_dir}: no run.yaml (not a dja-sepp run directory)")
+    cfg = yaml.safe_load(store.read_text("run.yaml"))
+    previous = cfg.pop("run")
+    return run(previous["images"], run_dir, cluster=cluster, config=cfg,
+               psfs=previous.get("psf_files") or None, progress=progress,
+               storage_options=storage_options, **overrides)
