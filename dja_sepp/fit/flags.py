@@ -1,0 +1,16 @@
+"""Fit flag bits (SE++'s model-fitting bits where they apply)."""
+from enum import IntFlag
+
+__all__ = ["FitFlag"]
+
+
+class FitFlag(IntFlag):
+    """Bits of the ``FLAGS`` column."""
+
+    BLENDED = 2                 # fitted jointly with other sources of one detection
+    PARTIAL_FIT = 64            # stopped at the iteration limit
+    INSUFFICIENT_DATA = 128     # fewer valid pixels than free parameters
+    ERROR = 256                 # the fit raised; values are NaN
+    AT_BOUND = 512              # a parameter ended at the edge of its range
+    NOT_FITTED = 1024           # a neighbour outside this tile's core, not fitted here
+    DEGENERATE = 2048           # shape at a known artefact (n at a bound, q >= 0.99)
