@@ -92,35 +92,40 @@ def sersic(dx: np.ndarray, dy: np.ndarray, re: float, q: float, phi: float, n: f
 
 
 def polygon_flux(n: float, re: float, q: float, phi: float, corners: np.ndarray,
-                 n_theta: int = 720) -> float:
-    """Exact unit-Sersic flux inside a convex polygon (offsets from the centre).
+                 n_theta: int = 256) -> np.ndarray:
+    """Exact unit-Sersic flux inside convex polygons (offsets from the centre).
 
-    In the frame where the profile is circular (major axis along u, minor
-    axis stretched by 1/q) a ray from the centre leaves the polygon between
+    ``corners`` has shape ``(k, m, 2)`` (k polygons of m corners) or
+    ``(m, 2)``. In the frame where the profile is circular (minor axis
+    stretched by 1/q) a ray from the centre crosses a polygon between
     distances ``t_lo`` and ``t_hi``, and the flux along it is the difference
     of the analytic enclosed fractions; the angular integral is a dense
     quadrature. Used for the pixels around the cusp, where supersampling
     converges slowly.
     """
+    corners = np.asarray(corners, dtype=float)
+    single = corners.ndim == 2
+    if single:
+        corners = corners[None]
     c, s = np.cos(phi), np.sin(phi)
-    u = c * corners[:, 0] + s * corners[:, 1]
-    w = (-s * corners[:, 0] + c * corners[:, 1]) / q
-    pts = np.stack([u, w], axis=1)
-    nxt = np.roll(pts, -1, axis=0)
+    u = c * corners[..., 0] + s * corners[..., 1]
+    w = (-s * corners[..., 0] + c * corners[..., 1]) / q
+    pts = np.stack([u, w], axis=-1)                       # (k, m, 2)
+    nxt = np.roll(pts, -1, axis=1)
     edge = nxt - pts
-    normal = np.stack([edge[:, 1], -edge[:, 0]], axis=1)
-    if np.sum(pts[:, 0] * nxt[:, 1] - nxt[:, 0] * pts[:, 1]) < 0:  # clockwise: flip normals
-        normal = -normal
-    offset = np.sum(normal * pts, axis=1)  # polygon = {p : normal . p <= offset}
+    normal = np.stack([edge[..., 1], -edge[..., 0]], axis=-1)
+    orient = np.sign(np.sum(pts[..., 0] * nxt[..., 1] - nxt[..., 0] * pts[..., 1], axis=1))
+    normal = normal * orient[:, None, None]               # counter-clockwise: outward normals
+    offset = np.sum(normal * pts, axis=-1)                # polygon = {p : normal . p <= offset}
     theta = (np.arange(n_theta) + 0.5) * (2 * np.pi / n_theta)
-    e = np.stack([np.cos(theta), np.sin(theta)], axis=1)
-    proj = e @ normal.T  # (n_theta, n_edges)
+    e = np.stack([np.cos(theta), np.sin(theta)], axis=1)  # (t, 2)
+    proj = np.einsum("td,kmd->ktm", e, normal)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = offset[None, :] / proj
-    t_hi = np.min(np.where(proj > 0, t, np.inf), axis=1)
-    t_lo = np.max(np.where(proj < 0, t, -np.inf), axis=1)
-    t_lo = np.maximum(t_lo, 0.0)
+        t = offset[:, None, :] / proj
+    t_hi = np.min(np.where(proj > 0, t, np.inf), axis=2)
+    t_lo = np.maximum(np.max(np.where(proj < 0, t, -np.inf), axis=2), 0.0)
     inside = t_hi > t_lo
     frac = enclosed_fraction(n, np.where(inside, t_hi, 0) / re) \
         - enclosed_fraction(n, np.where(inside, t_lo, 0) / re)
-    return float(np.sum(np.where(inside, frac, 0.0)) / n_theta)
+    out = np.sum(np.where(inside, frac, 0.0), axis=1) / n_theta
+    return out[0] if single else out
