@@ -22,7 +22,7 @@ def small_field(tmp_path_factory):
     out = tmp_path_factory.mktemp("small_field")
     return simulate_field(out / "images", field="tst", size_arcsec=SMALL_SIZE,
                           bands=("F200W", "F277W", "F444W"), n_galaxies=40, n_stars=4, seed=3,
-                          extra_positions=border_positions(SMALL_SIZE), blank=("F200W", 0.25))
+                          extra_positions=border_positions(SMALL_SIZE), blank=("F200W", 0.85))
 
 
 @pytest.fixture(scope="session")

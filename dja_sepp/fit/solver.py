@@ -140,9 +140,9 @@ class _Problem:
                 rows.append(row / (sig_bt * total))
         return np.array(rows), np.zeros(len(rows))
 
-    def evaluate(self, z: np.ndarray):
+    def evaluate(self, z: np.ndarray, final: bool = False):
         key = z.tobytes()
-        if key == self._cache_key:
+        if key == self._cache_key and not final:
             return self._cache
         th, dth = self.theta(z)
         res, jac, fluxes, covs, models = [], [], {}, {}, {}
@@ -154,12 +154,14 @@ class _Problem:
             q = q[:a.shape[0]]
             fm = f.reshape(self.m, self.c)
             cols = np.einsum("mcpn,mc->mpn", dtmpl, fm).reshape(self.m * self.p, -1) * band.sw[None, :]
+            if final:  # only needed once, at the optimum
+                covs[band.name] = (_flux_cov(a_full, f, self.c > 1),
+                                   _flux_sensitivity(a, f, cols, dth.ravel(), self.c > 1))
+                models[band.name] = (tmpl.T @ f).reshape(band.data.shape)
             cols = cols - (cols @ q) @ q.T  # project out the flux directions (Kaufman)
             res.append(r)
             jac.append(cols.T)
             fluxes[band.name] = fm
-            covs[band.name] = _flux_cov(a_full, f, self.c > 1)
-            models[band.name] = (tmpl.T @ f).reshape(band.data.shape)
         r_pix = np.concatenate(res)
         j_pix = np.vstack(jac) * dth.ravel()[None, :]
         r_pri, j_pri = self._priors(z, th)
@@ -171,22 +173,23 @@ class _Problem:
     def _priors(self, z: np.ndarray, th: np.ndarray):
         if not self.priors:
             return np.zeros(0), np.zeros((0, z.size))
-        values = self._prior_values(th)
+        values = np.array([self._prior_value(t, th[t[0]]) for t in self.priors])
         jac = np.zeros((len(values), z.size))
         h = 1e-6
-        for k in range(z.size):
-            zp = z.copy()
-            zp[k] += h
-            jac[:, k] = (self._prior_values(self.theta(zp)[0]) - values) / h
+        zz = z.reshape(self.m, self.p)
+        # a source's priors depend on its own parameters only: block-diagonal Jacobian
+        for j in range(self.p):
+            for row, term in enumerate(self.priors):
+                i = term[0]
+                shifted = th[i].copy()
+                shifted[j] = self.ranges[i][j].to_value(zz[i, j] + h)[0]
+                jac[row, i * self.p + j] = (self._prior_value(term, shifted) - values[row]) / h
         return values, jac
 
-    def _prior_values(self, th: np.ndarray) -> np.ndarray:
+    def _prior_value(self, term, th_i: np.ndarray) -> float:
+        _, transform, mean, sigma = term
         names = self.model.parameter_names
-        out = np.empty(len(self.priors))
-        for t, (i, transform, mean, sigma) in enumerate(self.priors):
-            val = evaluate(transform, dict(zip(names, th[i])), "prior")
-            out[t] = (val - mean) / sigma
-        return out
+        return (evaluate(transform, dict(zip(names, th_i)), "prior") - mean) / sigma
 
 
 def _invert_transform(transform: str, target: float) -> tuple[float, float]:
@@ -210,29 +213,42 @@ def _flux_cov(a: np.ndarray, f: np.ndarray, constrained: bool) -> np.ndarray:
     return cov
 
 
+def _flux_sensitivity(a: np.ndarray, f: np.ndarray, cols: np.ndarray, dth: np.ndarray,
+                      constrained: bool) -> np.ndarray:
+    """``df/dz`` of the linear fluxes at fixed data (first order: the
+    residual-curvature term is dropped, as in Kaufman's Jacobian)."""
+    free = (f != 0) if constrained else np.ones(f.size, bool)
+    sens = np.zeros((f.size, cols.shape[0]))
+    if free.any():
+        sens[free] = -np.linalg.lstsq(a[:, free], (cols * dth[:, None]).T, rcond=None)[0]
+    return sens
+
+
 _STOP = {0: "max_iterations", 1: "gradient_small", 2: "chi2_converged", 3: "step_small",
          4: "converged", -1: "error"}
 
 
 def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Range]],
               contexts: Sequence[Mapping[str, float]], bands: Sequence[BandData],
-              max_iterations: int = 500) -> GroupFit:
+              max_iterations: int = 500, tolerance: float = 1e-6) -> GroupFit:
     """Fit a group of sources jointly (see module docstring)."""
     prob = _Problem(model, starts, ranges, contexts, bands)
     n_par = prob.z0.size
     n_pix = sum(b.npix for b in bands)
     result = least_squares(lambda z: prob.evaluate(z)[0], prob.z0, jac=lambda z: prob.evaluate(z)[1],
                            method="lm" if n_pix + len(prob.priors) > n_par else "trf",
-                           x_scale="jac", max_nfev=max_iterations, xtol=1e-8, ftol=1e-8)
-    _, jac, r_pix, fluxes, covs, models, th, dth = prob.evaluate(result.x)
+                           x_scale="jac", max_nfev=max_iterations, xtol=tolerance, ftol=tolerance)
+    _, jac, r_pix, fluxes, covs, models, th, dth = prob.evaluate(result.x, final=True)
     n_flux = len(bands) * prob.m * prob.c
     dof = max(n_pix - n_par - n_flux, 1)
     cov_z = np.linalg.pinv(jac.T @ jac)
     err = np.sqrt(np.clip(np.diag(cov_z), 0, None)).reshape(prob.m, prob.p) * np.abs(dth)
     at_bound = np.array([[prob.ranges[i][j].at_bound(th[i, j]) for j in range(prob.p)]
                          for i in range(prob.m)])
-    flux_err = {b: np.sqrt(np.clip(np.diag(c), 0, None)).reshape(prob.m, prob.c)
-                for b, c in covs.items()}
+    # flux errors marginalised over the shape: conditional covariance of the
+    # linear solve plus the shape covariance propagated through df/dz
+    flux_err = {b: np.sqrt(np.clip(np.diag(c + g @ cov_z @ g.T), 0, None)).reshape(prob.m, prob.c)
+                for b, (c, g) in covs.items()}
     return GroupFit(th, err, fluxes, flux_err, float(np.sum(r_pix ** 2) / dof), int(result.nfev),
                     _STOP.get(result.status, str(result.status)), bool(result.status > 0),
                     at_bound, models)
