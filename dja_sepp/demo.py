@@ -48,14 +48,14 @@ def border_positions(size: float) -> list[tuple[float, float]]:
 
 def run_demo(out: str | Path, size: float = 40.0, n_galaxies: int = 300, seed: int = 1,
              workers: int | None = None, models: Sequence[str] | None = None,
-             psf: str = "build", progress: bool = True, **overrides) -> RunResult:
+             psf: str = "truth", progress: bool = True, **overrides) -> RunResult:
     """Simulate a field into ``out/images`` and run the pipeline into ``out/run``.
 
     Parameters
     ----------
-    psf : {"build", "truth"}
-        Build PSFs from the field's stars (the real pipeline step), or use the
-        simulator's true PSFs.
+    psf : {"truth", "build"}
+        Use the simulator's true PSFs (default), or build them from the
+        field's stars with the PSF step (needs :mod:`dja_sepp.psf` builders).
     """
     from .sim import simulate_field
     out = Path(out)

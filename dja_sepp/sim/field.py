@@ -22,7 +22,7 @@ from ..bands import is_short_wave, native_pixel_scale, pivot_wavelength
 from ..psf.base import ImagePSF
 from .psf import psf_image, psf_model
 
-__all__ = ["SimulatedField", "simulate_field", "field_wcs", "ZEROPOINT", "DET_SCALE"]
+__all__ = ["SimulatedField", "simulate_field", "field_wcs", "render_sources", "ZEROPOINT", "DET_SCALE"]
 
 ZEROPOINT = 28.90
 DET_SCALE = 0.04
@@ -124,8 +124,12 @@ def _galsim_object(row, band):
                          flux=flux).shear(q=row["Q"], beta=beta)
 
 
-def _render_band(truth, band, shape, scale, factor, psf):
-    """Noise-free image of all sources in one band (each drawn on a stamp)."""
+def render_sources(truth, band, shape, scale, factor, psf):
+    """Noise-free image of the ``truth`` sources in one band (each drawn on a
+    stamp), on the detection grid refined by ``factor`` (pixel scale
+    ``scale``). ``truth`` columns: KIND (sersic|bulge+disk|star), X_DET, Y_DET
+    (0-based detection pixels), RE / RE_BULGE / RE_DISK (semi-major, arcsec),
+    N, Q / Q_B / Q_D, ANGLE (deg), FLUX_{band}, BT_{band}."""
     import galsim
     image = galsim.ImageF(shape[1], shape[0], scale=scale)
     for row in truth:
@@ -214,7 +218,7 @@ def simulate_field(out_dir: str | Path, *, field: str = "demo", size_arcsec: flo
         factor = int(round(DET_SCALE / scale))
         shape = (n_pix * factor, n_pix * factor)
         psf = psf_model(band)
-        image = _render_band(truth, band, shape, scale, factor, psf)
+        image = render_sources(truth, band, shape, scale, factor, psf)
         sigma0 = _noise_sigma(band, depth, scale)
         # mild depth variation across the field, as in real mosaics
         sigma = sigma0 * (1.0 + 0.2 * np.linspace(0, 1, shape[1]))[None, :] * np.ones((shape[0], 1))

@@ -1,0 +1,127 @@
+"""Built-in engine accuracy against GalSim truth (an independent simulator).
+
+Scenes: isolated galaxies on a grid, JWST-like PSFs with spikes, Gaussian
+noise; detection with our detect step, fits through the Engine API. S/N is
+the fitted F444W flux over its error. Tolerances are the issue's targets.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("galsim")
+
+from dja_sepp.fit.base import get_engine  # noqa: E402
+from dja_sepp.fit.flags import FitFlag  # noqa: E402
+from dja_sepp.settings import load_config  # noqa: E402
+from scenes import detect_and_match, galaxy_grid, make_scene, robust_scatter  # noqa: E402
+
+BANDS = ("F277W", "F444W")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    c = load_config()
+    c["detection"]["thresh"] = 1.5   # white noise here, not drizzled: fewer noise peaks
+    c["fit"]["passes"] = 1           # isolated galaxies: no neighbours to refit against
+    return c
+
+
+def _fit(scene, cfg, model="sersic_rg4"):
+    sources, nearest, found = detect_and_match(scene, cfg["detection"])
+    table = get_engine("builtin").fit(sources, scene.detection, scene.bands, model, cfg["fit"])
+    return table[nearest], found
+
+
+@pytest.fixture(scope="module")
+def sersic_fits(cfg):
+    rng = np.random.default_rng(11)
+    truth = galaxy_grid(rng, 6, 8, 64, BANDS, flux_range=(25.0, 800.0))
+    scene = make_scene(truth, (6 * 64, 8 * 64), {b: 1 for b in BANDS}, sigma=0.02, seed=12)
+    fits, found = _fit(scene, cfg)
+    return truth, fits, found
+
+
+def _bins(truth, fits, found):
+    snr = np.asarray(fits["FLUX_MODEL_F444W"] / fits["FLUX_MODEL_F444W_err"])
+    good = found & (np.asarray(fits["FLAGS"]) & int(FitFlag.ERROR | FitFlag.INSUFFICIENT_DATA) == 0)
+    return {"high": good & (snr > 50), "mid": good & (snr > 20) & (snr <= 50)}
+
+
+def test_every_galaxy_is_detected_and_fitted(sersic_fits):
+    truth, fits, found = sersic_fits
+    assert found.all()
+    assert np.isfinite(np.asarray(fits["SERSIC"])).all()
+    assert (np.asarray(fits["CHI2_REDUCED"]) < 1.3).mean() > 0.9
+
+
+def test_sersic_accuracy_at_high_snr(sersic_fits):
+    truth, fits, found = sersic_fits
+    sel = _bins(truth, fits, found)["high"]
+    assert sel.sum() >= 12
+    for band in BANDS:
+        dmag = -2.5 * np.log10(np.asarray(fits[f"FLUX_MODEL_{band}"])[sel] / truth[f"FLUX_{band}"][sel])
+        assert abs(np.median(dmag)) < 0.02, band
+        assert robust_scatter(dmag) < 0.05, band
+    re = np.log(np.asarray(fits["RADIUS"])[sel] / truth["RE"][sel])
+    n = np.log(np.asarray(fits["SERSIC"])[sel] / truth["N"][sel])
+    assert robust_scatter(re) < 0.10 and robust_scatter(n) < 0.10
+    assert abs(np.median(re)) < 0.05 and abs(np.median(n)) < 0.05
+
+
+def test_sersic_accuracy_at_mid_snr(sersic_fits):
+    truth, fits, found = sersic_fits
+    sel = _bins(truth, fits, found)["mid"]
+    assert sel.sum() >= 8
+    re = np.log(np.asarray(fits["RADIUS"])[sel] / truth["RE"][sel])
+    n = np.log(np.asarray(fits["SERSIC"])[sel] / truth["N"][sel])
+    assert robust_scatter(re) < 0.25 and robust_scatter(n) < 0.25
+
+
+def test_errors_describe_the_scatter(sersic_fits):
+    truth, fits, found = sersic_fits
+    sel = _bins(truth, fits, found)["high"] | _bins(truth, fits, found)["mid"]
+    pull = (np.asarray(fits["FLUX_MODEL_F444W"]) - truth["FLUX_F444W"]) / np.asarray(
+        fits["FLUX_MODEL_F444W_err"])
+    # shape-marginalised errors: pulls of order one (PSF truncation adds a little)
+    assert 0.5 < robust_scatter(pull[sel]) < 2.0
+
+
+def test_mixed_grids_recover_the_single_grid_shape(cfg):
+    """F150W on the 0.02" grid + F444W on 0.04" vs the same galaxies with
+    F150W drawn on 0.04": the shared shape agrees within its errors."""
+    rng = np.random.default_rng(5)
+    bands = ("F150W", "F444W")
+    truth = galaxy_grid(rng, 2, 4, 64, bands, flux_range=(300.0, 800.0))
+    shape = (2 * 64, 4 * 64)
+    mixed = _fit(make_scene(truth, shape, {"F150W": 2, "F444W": 1}, 0.02, seed=6), cfg)[0]
+    single = _fit(make_scene(truth, shape, {"F150W": 1, "F444W": 1}, 0.02, seed=6), cfg)[0]
+    for col in ("RADIUS", "SERSIC", "AXRATIO"):
+        a, b = np.asarray(mixed[col]), np.asarray(single[col])
+        err = np.hypot(np.asarray(mixed[f"{col}_err"]), np.asarray(single[f"{col}_err"]))
+        assert np.median(np.abs(a - b) / err) < 1.5, col
+        assert np.median(np.abs(np.log(a / np.asarray(truth[{"RADIUS": "RE", "SERSIC": "N",
+                                                             "AXRATIO": "Q"}[col]])))) < 0.1, col
+
+
+def test_bulge_to_total_at_high_snr(cfg):
+    rng = np.random.default_rng(8)
+    truth = galaxy_grid(rng, 2, 5, 80, BANDS, kind="bulge+disk", flux_range=(600.0, 1500.0))
+    scene = make_scene(truth, (2 * 80, 5 * 80), {b: 1 for b in BANDS}, sigma=0.02, seed=9)
+    fits, found = _fit(scene, cfg, model="B+D")
+    assert found.all()
+    dbt = np.asarray(fits["B/T_F444W"]) - truth["BT_F444W"]
+    assert np.isfinite(dbt).all()
+    assert robust_scatter(dbt) < 0.1 and abs(np.median(dbt)) < 0.1
+
+
+def test_a_source_without_data_is_flagged_not_fatal(cfg):
+    rng = np.random.default_rng(3)
+    truth = galaxy_grid(rng, 1, 2, 64, BANDS, flux_range=(300.0, 400.0))
+    scene = make_scene(truth, (64, 128), {b: 1 for b in BANDS}, sigma=0.02, seed=4)
+    for cut in scene.bands:   # no band data over the second galaxy
+        cut.wht[:, 64:] = 0
+    fits, found = _fit(scene, cfg)
+    assert found.all()
+    assert np.isfinite(fits["SERSIC"][0]) and fits["FLAGS"][0] & int(FitFlag.INSUFFICIENT_DATA) == 0
+    assert fits["FLAGS"][1] & int(FitFlag.INSUFFICIENT_DATA)
