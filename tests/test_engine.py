@@ -36,7 +36,7 @@ def _fit(scene, cfg, model="sersic_rg4"):
 @pytest.fixture(scope="module")
 def sersic_fits(cfg):
     rng = np.random.default_rng(11)
-    truth = galaxy_grid(rng, 6, 8, 64, BANDS, flux_range=(25.0, 800.0))
+    truth = galaxy_grid(rng, 6, 8, 64, BANDS, flux_range=(8.0, 800.0))
     scene = make_scene(truth, (6 * 64, 8 * 64), {b: 1 for b in BANDS}, sigma=0.02, seed=12)
     fits, found = _fit(scene, cfg)
     return truth, fits, found
@@ -79,29 +79,35 @@ def test_sersic_accuracy_at_mid_snr(sersic_fits):
 
 
 def test_errors_describe_the_scatter(sersic_fits):
+    """Where noise dominates (S/N 20-50), flux pulls have unit scatter. Above
+    S/N 50 a systematic floor (~0.006 mag: PSF stamp ends at 6", neighbours'
+    residual light) dominates the tiny statistical errors, as for SE++."""
     truth, fits, found = sersic_fits
-    sel = _bins(truth, fits, found)["high"] | _bins(truth, fits, found)["mid"]
-    pull = (np.asarray(fits["FLUX_MODEL_F444W"]) - truth["FLUX_F444W"]) / np.asarray(
-        fits["FLUX_MODEL_F444W_err"])
-    # shape-marginalised errors: pulls of order one (PSF truncation adds a little)
-    assert 0.5 < robust_scatter(pull[sel]) < 2.0
+    sel = _bins(truth, fits, found)["mid"]
+    for band in BANDS:
+        pull = (np.asarray(fits[f"FLUX_MODEL_{band}"]) - truth[f"FLUX_{band}"]) / np.asarray(
+            fits[f"FLUX_MODEL_{band}_err"])
+        assert 0.6 < robust_scatter(pull[sel]) < 1.6, band
+        assert abs(np.median(pull[sel])) < 1.0, band
 
 
 def test_mixed_grids_recover_the_single_grid_shape(cfg):
     """F150W on the 0.02" grid + F444W on 0.04" vs the same galaxies with
-    F150W drawn on 0.04": the shared shape agrees within its errors."""
+    F150W drawn on 0.04": both recover the truth, and mixing grids is not
+    worse than one grid. (S/N ~ 700 here: statistical errors of 0.1 % are far
+    below the ~2 % systematics, so the check is against truth.)"""
     rng = np.random.default_rng(5)
     bands = ("F150W", "F444W")
     truth = galaxy_grid(rng, 2, 4, 64, bands, flux_range=(300.0, 800.0))
     shape = (2 * 64, 4 * 64)
     mixed = _fit(make_scene(truth, shape, {"F150W": 2, "F444W": 1}, 0.02, seed=6), cfg)[0]
     single = _fit(make_scene(truth, shape, {"F150W": 1, "F444W": 1}, 0.02, seed=6), cfg)[0]
-    for col in ("RADIUS", "SERSIC", "AXRATIO"):
-        a, b = np.asarray(mixed[col]), np.asarray(single[col])
-        err = np.hypot(np.asarray(mixed[f"{col}_err"]), np.asarray(single[f"{col}_err"]))
-        assert np.median(np.abs(a - b) / err) < 1.5, col
-        assert np.median(np.abs(np.log(a / np.asarray(truth[{"RADIUS": "RE", "SERSIC": "N",
-                                                             "AXRATIO": "Q"}[col]])))) < 0.1, col
+    for col, true in (("RADIUS", "RE"), ("SERSIC", "N"), ("AXRATIO", "Q"),
+                      ("FLUX_MODEL_F150W", "FLUX_F150W"), ("FLUX_MODEL_F444W", "FLUX_F444W")):
+        dev_mixed = np.abs(np.log(np.asarray(mixed[col]) / np.asarray(truth[true])))
+        dev_single = np.abs(np.log(np.asarray(single[col]) / np.asarray(truth[true])))
+        assert np.median(dev_mixed) < 0.03, col
+        assert np.median(dev_mixed) < 1.5 * np.median(dev_single) + 0.005, col
 
 
 def test_bulge_to_total_at_high_snr(cfg):

@@ -212,7 +212,7 @@ def _components(row, mdef: ModelDefinition, band: str):
 
 
 def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
-                   psf_radius: int = 30) -> np.ndarray:
+                   psf_radius: int = 150) -> np.ndarray:
     """PSF-convolved models of all ``catalog`` rows on ``grid`` (float32).
 
     Each source is drawn on its own window (10 r_e, at least 25 px) around its

@@ -11,6 +11,7 @@ and the PSF. Nothing raises for one bad source: it is flagged.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Mapping, Sequence
 
@@ -22,12 +23,14 @@ from .base import BandCutout, Engine
 from .catalog import empty_results, fill_row, finalize, render_catalog
 from .flags import FitFlag
 from .render import BandGrid
-from .solver import BandData, fit_group
+from .solver import BandData, fit_group, render_group
 
 __all__ = ["BuiltinEngine", "make_groups", "band_affine"]
 
+log = logging.getLogger(__name__)
+
 DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
-            "psf_radius": 30, "tolerance": 1e-6, "passes": 2}
+            "psf_radius": 150, "tolerance": 1e-6, "passes": 2}
 
 
 def make_groups(sources: Table, max_size: int) -> list[np.ndarray]:
@@ -127,16 +130,22 @@ class BuiltinEngine(Engine):
             fit = fit_group(mdef, starts, ranges, contexts, data, int(opts["max_iterations"]),
                             float(opts["tolerance"]))
         except Exception as exc:  # flagged, never fatal for the tile
+            log.warning("fit of source rows %s failed: %s: %s", list(rows), type(exc).__name__, exc)
             out["FLAGS"][rows] |= int(FitFlag.ERROR)
             out["STOP_REASON"][rows] = f"error: {type(exc).__name__}"[:32]
             return {}
         fit.theta[:, 0] += x0
         fit.theta[:, 1] += y0
-        for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
-            work[d.name][d.meta_slice] -= fit.models[d.name]
         for k, r in enumerate(rows):
             fill_row(out, r, k, fit, mdef, [d.name for d in data], blended=len(rows) > 1)
-        return {d.name: (d.meta_slice, fit.models[d.name]) for d in data}
+        subtracted = {}
+        for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
+            sl, grid = _subtraction_grid(d, affines[d.name], work[d.name].shape,
+                                         int(opts["psf_radius"]))
+            img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
+            work[d.name][sl] -= img
+            subtracted[d.name] = (sl, img)
+        return subtracted
 
     def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:
         return render_catalog(catalog, grid, load_model(model))
@@ -155,6 +164,20 @@ def _det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
     y_hi = max(np.max(y + reach), np.max(np.asarray(s["YMAX"]) + 3))
     return (slice(int(max(0, np.floor(y_lo))), int(min(shape[0], np.ceil(y_hi) + 1))),
             slice(int(max(0, np.floor(x_lo))), int(min(shape[1], np.ceil(x_hi) + 1))))
+
+
+def _subtraction_grid(bd: BandData, affine, shape, psf_radius: int) -> tuple[tuple[slice, slice], BandGrid]:
+    """The fit window grown by the PSF kernel's reach and half its own size:
+    the galaxy and PSF wings outside the window bias fainter neighbours
+    (0.02-0.03 mag, +5 % in n on 2.5" spacings) unless subtracted too."""
+    a, t = affine
+    sl = bd.meta_slice
+    grow = min(max(psf_radius, (sl[0].stop - sl[0].start) // 2, (sl[1].stop - sl[1].start) // 2), 150)
+    y_lo, x_lo = max(sl[0].start - grow, 0), max(sl[1].start - grow, 0)
+    y_hi, x_hi = min(sl[0].stop + grow, shape[0]), min(sl[1].stop + grow, shape[1])
+    grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]), bd.grid.psf,
+                    int(min(psf_radius, bd.grid.psf.shape[0] // 2)))
+    return (slice(y_lo, y_hi), slice(x_lo, x_hi)), grid
 
 
 def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segments, opts):
@@ -182,8 +205,11 @@ def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segmen
         other = (seg > 0) & ~np.isin(seg, list(keep_segments))
         weight[other] = 0.0
     psf = band.psf.stamp(oversampling=1)
+    # PSF wings longer than the rendered region cannot reach the window: the
+    # fit's kernel stops there (exact, and keeps the FFTs small)
+    reach = max(y_hi - y_lo, x_hi - x_lo) + 2 * BandGrid.margin
     grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]) + a @ np.array(
-        [win[1].start, win[0].start]), psf, int(min(opts["psf_radius"], psf.shape[0] // 2)))
+        [win[1].start, win[0].start]), psf, int(min(opts["psf_radius"], psf.shape[0] // 2, reach)))
     bd = BandData(band.band, grid, work[sl], weight, band.wavelength)
     bd.meta_slice = sl
     return bd

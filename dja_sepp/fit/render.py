@@ -87,9 +87,12 @@ def psf_kernel(psf: np.ndarray, fft_shape: tuple[int, int], half: int,
     cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
     hy, hx = min(half, cy), min(half, cx)
     crop = psf[cy - hy:cy + hy + 1, cx - hx:cx + hx + 1]
+    # fold the kernel onto the FFT grid (it may be wider than the grid): with
+    # the grid >= rendered region + half, the folded wings never reach the window
+    iy = np.arange(-hy, hy + 1) % fft_shape[0]
+    ix = np.arange(-hx, hx + 1) % fft_shape[1]
     big = np.zeros(fft_shape)
-    big[:crop.shape[0], :crop.shape[1]] = crop
-    big = np.roll(big, (-hy, -hx), axis=(0, 1))
+    np.add.at(big, (iy[:, None], ix[None, :]), crop)
     k = sfft.rfft2(big)
     if divide_pixel:
         fy = sfft.fftfreq(fft_shape[0])[:, None]

@@ -21,7 +21,7 @@ from ..models.transforms import Range
 from .geometry import component_geometry
 from .render import BandGrid, render_point, render_profile
 
-__all__ = ["BandData", "GroupFit", "fit_group"]
+__all__ = ["BandData", "GroupFit", "fit_group", "render_group"]
 
 
 @dataclass
@@ -252,3 +252,21 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
     return GroupFit(th, err, fluxes, flux_err, float(np.sum(r_pix ** 2) / dof), int(result.nfev),
                     _STOP.get(result.status, str(result.status)), bool(result.status > 0),
                     at_bound, models)
+
+
+def render_group(model: ModelDefinition, theta: np.ndarray, fluxes: np.ndarray,
+                 grid: BandGrid) -> np.ndarray:
+    """Model image of fitted members (``theta`` (m, p), ``fluxes`` (m, c) in
+    one band) on any ``grid``: used to subtract a fit beyond its window."""
+    image = np.zeros(grid.shape)
+    for i in range(theta.shape[0]):
+        for k, comp in enumerate(model.components):
+            if not np.isfinite(fluxes[i, k]) or fluxes[i, k] == 0:
+                continue
+            g, _ = component_geometry(model, comp, theta[i])
+            if comp.profile == "point":
+                img, _ = render_point(grid, g[0], g[1], False)
+            else:
+                img, _ = render_profile(grid, g[0], g[1], float(np.exp(g[2])), g[3], g[4], g[5], False)
+            image += fluxes[i, k] * img
+    return image
