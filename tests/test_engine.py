@@ -14,7 +14,7 @@ pytest.importorskip("galsim")
 from dja_sepp.fit.base import get_engine  # noqa: E402
 from dja_sepp.fit.flags import FitFlag  # noqa: E402
 from dja_sepp.settings import load_config  # noqa: E402
-from scenes import detect_and_match, galaxy_grid, make_scene, robust_scatter  # noqa: E402
+from dja_sepp.sim.scenes import detect_and_match, galaxy_grid, make_scene, robust_scatter  # noqa: E402
 
 BANDS = ("F277W", "F444W")
 

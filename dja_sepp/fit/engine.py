@@ -30,7 +30,7 @@ __all__ = ["BuiltinEngine", "make_groups", "band_affine"]
 log = logging.getLogger(__name__)
 
 DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
-            "psf_radius": 150, "tolerance": 1e-6, "passes": 2}
+            "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2}
 
 
 def make_groups(sources: Table, max_size: int) -> list[np.ndarray]:
@@ -155,7 +155,7 @@ def _det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
     """Detection-frame window around a group: Kron ellipses + bboxes + margin."""
     s = sources[rows]
     kron = np.asarray(s["KRON_RADIUS"], float) * np.asarray(s["A_IMAGE"], float)
-    reach = np.maximum(1.5 * np.nan_to_num(kron, nan=5.0), 0.5 * float(opts["window_min"]))
+    reach = np.maximum(float(opts["window_kron"]) * np.nan_to_num(kron, nan=5.0), 0.5 * float(opts["window_min"]))
     reach = np.minimum(reach, 0.5 * float(opts["window_max"]))
     x, y = np.asarray(s["x"], float), np.asarray(s["y"], float)
     x_lo = min(np.min(x - reach), np.min(np.asarray(s["XMIN"]) - 3))
@@ -209,7 +209,7 @@ def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segmen
     # fit's kernel stops there (exact, and keeps the FFTs small)
     reach = max(y_hi - y_lo, x_hi - x_lo) + 2 * BandGrid.margin
     grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]) + a @ np.array(
-        [win[1].start, win[0].start]), psf, int(min(opts["psf_radius"], psf.shape[0] // 2, reach)))
+        [win[1].start, win[0].start]), psf, int(min(opts["fit_psf_radius"], psf.shape[0] // 2, reach)))
     bd = BandData(band.band, grid, work[sl], weight, band.wavelength)
     bd.meta_slice = sl
     return bd

@@ -12,7 +12,7 @@ from numba import njit
 __all__ = ["sersic_box"]
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=True)
 def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
                b, log_norm, dlog_norm_dn, db_dn, jac, derivatives):  # pragma: no cover - jitted
     """Fill ``out[i, j]`` (and ``dout[:, i, j]``) for fine pixels of the box
@@ -22,7 +22,9 @@ def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
     cphi, sphi = np.cos(phi), np.sin(phi)
     inv_q2 = 1.0 / (q * q)
     log_pre = -log_norm - 2.0 * np.log(re) - np.log(q)
-    rmin = 1e-7 * re
+    rmin2 = (1e-7 * re) ** 2
+    log_re = np.log(re)
+    inv_n = 1.0 / n
     w = 1.0 / (os * os)
     for i in range(ny):
         for j in range(nx):
@@ -36,21 +38,22 @@ def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
                     dy = ainv[1, 0] * xb + ainv[1, 1] * yb
                     u = cphi * dx + sphi * dy
                     v = -sphi * dx + cphi * dy
-                    r = np.sqrt(u * u + v * v * inv_q2)
-                    if r < rmin:
-                        r = rmin
-                    rho = r / re
-                    t = rho ** (1.0 / n)
+                    r2 = u * u + v * v * inv_q2
+                    if r2 < rmin2:
+                        r2 = rmin2
+                    # one log and two exp per sample: rho^(1/n) = exp(log(rho) / n)
+                    log_rho = 0.5 * np.log(r2) - log_re
+                    t = np.exp(log_rho * inv_n)
                     val = np.exp(-b * (t - 1.0) + log_pre)
                     acc += val
                     if derivatives:
-                        g = -b * t / (n * r) * val / r
+                        g = -b * t * inv_n * val / r2
                         d0 += g * (-u * cphi + v * inv_q2 * sphi)
                         d1 += g * (-u * sphi - v * inv_q2 * cphi)
-                        d2 += (b * t / n - 2.0) * val
+                        d2 += (b * t * inv_n - 2.0) * val
                         d3 += g * (-(v * v) / (q * q * q)) - val / q
                         d4 += g * (u * v - v * inv_q2 * u)
-                        d5 += (-db_dn * (t - 1.0) + b * t * np.log(rho) / (n * n) - dlog_norm_dn) * val
+                        d5 += (-db_dn * (t - 1.0) + b * t * log_rho * inv_n * inv_n - dlog_norm_dn) * val
             out[i, j] = acc * w * jac
             if derivatives:
                 dout[0, i, j] = d0 * w * jac

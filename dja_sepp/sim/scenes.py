@@ -1,4 +1,5 @@
-"""Small multi-band GalSim scenes with known truth, for engine tests and benchmarks."""
+"""Small multi-band GalSim scenes with known truth (grids of isolated galaxies),
+for engine tests, accuracy benchmarks and peer comparisons."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,11 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
-from dja_sepp.bands import pivot_wavelength
-from dja_sepp.fit.base import BandCutout
-from dja_sepp.psf.base import ImagePSF
-from dja_sepp.sim.field import field_wcs, render_sources
-from dja_sepp.sim.psf import psf_image, psf_model
+from ..bands import pivot_wavelength
+from ..fit.base import BandCutout
+from ..psf.base import ImagePSF
+from .field import field_wcs, render_sources
+from .psf import psf_image, psf_model
+
+__all__ = ["Scene", "galaxy_grid", "make_scene", "detect_and_match", "robust_scatter"]
 
 DET_SCALE = 0.04
 
@@ -75,7 +78,7 @@ def make_scene(truth: Table, shape, bands: dict, sigma: float, seed: int) -> Sce
 
 def detect_and_match(scene: Scene, config: dict, radius: float = 2.0):
     """Detect on the scene, keep the detection nearest each truth source."""
-    from dja_sepp.detect import detect_sources
+    from ..detect import detect_sources
     sources, segmap = detect_sources(scene.detection, config)
     scene.detection.segmap = segmap
     sources["IN_CORE"] = np.ones(len(sources), bool)
