@@ -45,6 +45,8 @@ class RunResult:
     merge : MergeStats or None
     timings : dict
         Wall-clock seconds of the driver's stages and summed tile stages.
+    mosaic_path : str or None
+        ``mosaic.zarr`` of the run, when the mosaic step ran.
     """
 
     run_dir: str
@@ -56,6 +58,7 @@ class RunResult:
     merge: MergeStats | None = None
     timings: dict[str, float] = dc_field(default_factory=dict)
     catalogs: dict[str, str] = dc_field(default_factory=dict)
+    mosaic_path: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -69,6 +72,8 @@ class RunResult:
         if self.merge:
             lines.append(f"catalog {self.catalog_path}: {self.merge.n_output} sources "
                          f"({self.merge.n_duplicates} duplicates removed)")
+        if self.mosaic_path:
+            lines.append(f"mosaics {self.mosaic_path}")
         lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
         return "\n".join(lines)
 
@@ -142,6 +147,10 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     t0 = time.perf_counter()
     result = merge_run(store, grid, cfg)
     timings["merge"] = time.perf_counter() - t0
+    if cfg["mosaic"]["enabled"] and result.catalog_path:
+        t0 = time.perf_counter()
+        result.mosaic_path = _mosaics(store, cfg, fld, grid, cluster, storage_options)
+        timings["mosaic"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result.n_skipped = len(reused)
     result.failed = failed
@@ -198,9 +207,9 @@ def _resolve_psfs(fld: Field, cfg: Mapping[str, Any], store: RunStore,
     given = {k.upper(): str(v) for k, v in {**cfg["psf"]["files"], **(psfs or {})}.items()}
     missing = [b for b in fld.bands if b not in given]
     if missing:
-        from ..psf import build_psfs
-        built = build_psfs(fld, store, cfg, bands=missing)
-        given.update(built)
+        # building PSFs from the field's stars (issue 4) is not in this release
+        raise ValueError(f"{fld.name}: no PSF file for band(s) {', '.join(missing)}; give one per band "
+                         f"(psf.files in the configuration, --psf BAND=FILE, or psfs={{band: path}})")
     return {b: given[b] for b in fld.bands}
 
 
@@ -246,18 +255,20 @@ def rebuild_grid(run_dir: str, storage_options: dict | None = None):
 def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None = None,
                progress: bool = True) -> list[str]:
     """Render the model and residual mosaics of a finished run (``mosaic.zarr``)."""
-    from ..mosaic import build_mosaics
-    from ..psf import load_psf
-    from .execute import client_for
     store, cfg, fld, grid = rebuild_grid(run_dir, storage_options)
+    return [_mosaics(store, cfg, fld, grid, cluster, storage_options)]
+
+
+def _mosaics(store: RunStore, cfg: Mapping[str, Any], fld: Field, grid: TileGrid, cluster: Any,
+             storage_options: dict | None) -> str:
+    from ..mosaic import build_mosaics
+    from .execute import client_for
     model = cfg["fit"]["models"][0]
     catalog = store.read_table(f"{catalog_name(model, True)}.fits")
-    psfs = {b: load_psf(p, band=b, pixel_scale=fld.bands[b].pixel_scale)
-            for b, p in cfg["run"]["psf_files"].items()}
     with client_for(cluster, cfg) as client:
-        path = build_mosaics(store.root, fld, grid, catalog, psfs, model,
-                             engine=cfg["fit"]["engine"], client=client)
-    return [str(path)]
+        return build_mosaics(store.root, fld, grid, catalog, cfg["run"]["psf_files"], model,
+                             engine=cfg["fit"]["engine"], client=client,
+                             storage_options=storage_options)
 
 
 def resume(run_dir: str, cluster: Any = None, progress: bool = True,
