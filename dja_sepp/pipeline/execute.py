@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -74,8 +75,8 @@ def execute_tiles(tiles: Sequence[Tile], field: Field, config: Mapping[str, Any]
 
 def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
                      storage_options, attempt) -> dict[str, dict]:
-    from distributed import as_completed
     from tqdm.auto import tqdm
+    limit = float(config["cluster"].get("tile_timeout") or 0)
     futures = {}
     for tile in tiles:
         fut = client.submit(process_tile, tile, field, config, store.root, psf_paths,
@@ -85,17 +86,67 @@ def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
     out: dict[str, dict] = {}
     bar = tqdm(total=len(futures), desc=f"tiles (attempt {attempt + 1})", unit="tile",
                disable=not progress, file=sys.stderr)
-    for fut in as_completed(list(futures)):
-        tile = futures[fut]
-        try:
-            out[tile.id] = fut.result()
-        except Exception as exc:  # KilledWorker, CommClosed...: the tile failed, the run goes on
-            out[tile.id] = _failure(tile, exc)
+    pending = set(futures)
+    while pending:
+        done, pending = _wait_some(pending, poll=min(5.0, limit / 4) if limit else None)
+        for fut in done:
+            tile = futures[fut]
+            try:
+                out[tile.id] = fut.result()
+            except Exception as exc:  # KilledWorker, CommClosed...: the tile failed, the run goes on
+                out[tile.id] = _failure(tile, exc)
+                _record(store, tile, out[tile.id])
+        for fut in _overdue(pending, futures, store, limit):
+            tile = futures[fut]
+            _stop(client, fut, store, tile)
+            pending.discard(fut)
+            out[tile.id] = {"tile": tile.id, "state": "failed", "timings": {},
+                            "reason": f"timed out: still running after tile_timeout = {limit:g} s"}
             _record(store, tile, out[tile.id])
-        bar.update(1)
+        bar.update(len(futures) - len(pending) - bar.n)
         bar.set_postfix(failed=sum(s.get("state") != "ok" for s in out.values()))
     bar.close()
     return out
+
+
+def _wait_some(pending: set, poll: float | None) -> tuple[set, set]:
+    """Futures done and not done after at most ``poll`` seconds."""
+    from distributed import wait
+    try:
+        done, not_done = wait(list(pending), timeout=poll, return_when="FIRST_COMPLETED")
+    except TimeoutError:
+        return set(), pending
+    return set(done), set(not_done)
+
+
+def _overdue(pending: set, futures: dict, store: RunStore, limit: float) -> list:
+    """Pending futures whose attempt has run longer than ``limit`` seconds
+    (from the marker the task writes when it starts on a worker)."""
+    if not limit:
+        return []
+    late = []
+    now = time.time()
+    for fut in pending:
+        rel = f"tiles/{futures[fut].id}/running.json"
+        if not store.exists(rel):
+            continue
+        marker = store.read_json(rel)
+        if marker.get("key") == fut.key and now - float(marker["started"]) > limit:
+            late.append(fut)
+    return late
+
+
+def _stop(client, fut, store: RunStore, tile: Tile) -> None:
+    """Really stop a hung tile: forget its task and restart the worker
+    process running it (Dask cannot interrupt a running task; the nanny
+    starts a fresh worker, other tasks it held are rescheduled)."""
+    marker = store.read_json(f"tiles/{tile.id}/running.json")
+    fut.cancel()
+    log.warning("tile %s exceeded its time limit; restarting worker %s", tile.id, marker["worker"])
+    try:
+        client.restart_workers([marker["worker"]], raise_for_error=False)
+    except Exception as exc:  # a worker that is gone already is fine
+        log.warning("could not restart worker %s: %s", marker["worker"], exc)
 
 
 def _failure(tile: Tile, exc: BaseException) -> dict:

@@ -92,6 +92,7 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
         "host": platform.node(), "started": time.time(),
     }
     start = time.perf_counter()
+    _mark_running(store, tile)
     try:
         _run_tile(tile, field, config, store, psf_paths, timings, status)
         status["state"] = "ok"
@@ -103,13 +104,25 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
     return status
 
 
+def _mark_running(store: RunStore, tile: Tile) -> None:
+    """``tiles/{id}/running.json``: when and where this attempt started, so
+    the driver can stop it at its time limit (see :mod:`.execute`)."""
+    marker = {"started": time.time(), "worker": None, "key": None}
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+        marker.update(worker=worker.address, key=str(worker.get_current_task()))
+    except (ImportError, ValueError):
+        pass  # run outside a distributed worker
+    store.write_json(f"tiles/{tile.id}/running.json", marker)
+
+
 def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunStore,
               psf_paths: Mapping[str, str], timings: dict, status: dict) -> None:
     from ..detect import detect_sources  # heavy import only inside workers
     from ..psf import load_psf
 
-    debug_sleep = float(config["fit"].get("debug_sleep", {}).get(tile.id, 0)
-                        if isinstance(config["fit"].get("debug_sleep"), Mapping) else 0)
+    debug_sleep = float((config.get("debug") or {}).get("sleep", {}).get(tile.id, 0))
     with _timed(timings, "read"):
         det = field.detection.cutout(tile.halo)
     with _timed(timings, "detect"):
