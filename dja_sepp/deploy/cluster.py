@@ -1,4 +1,5 @@
-"""Cluster choice (local processes or an existing scheduler address)."""
+"""Cluster choice: local processes (default), an existing scheduler address,
+SLURM / PBS (:mod:`.hpc`) or EC2 (:mod:`.ec2`)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -19,8 +20,18 @@ def cluster_client(config: Mapping[str, Any]) -> Iterator[Any]:
         with Client(config["address"]) as client:
             yield client
         return
+    if kind in ("slurm", "pbs"):
+        from .hpc import jobqueue_cluster
+        with jobqueue_cluster(kind, config.get(kind) or {}) as cluster, Client(cluster) as client:
+            yield client
+        return
+    if kind == "ec2":
+        from .ec2 import ec2_cluster
+        with ec2_cluster(config.get("ec2") or {}) as cluster, Client(cluster) as client:
+            yield client
+        return
     if kind != "local":
-        raise ValueError(f"cluster kind {kind!r} is not available")
+        raise ValueError(f"cluster.kind must be local, address, slurm, pbs or ec2, not {kind!r}")
     import os
     n = config.get("n_workers") or os.cpu_count() or 1
     with LocalCluster(n_workers=n, threads_per_worker=int(config.get("threads_per_worker", 1)),

@@ -1,0 +1,52 @@
+"""SLURM / PBS clusters through dask-jobqueue (the ``hpc`` extra).
+
+Each batch job runs ``cores`` single-threaded worker processes (BLAS, OpenMP
+and numba pinned to one thread: one tile fit per core); the cluster adapts
+between ``minimum_jobs`` and ``maximum_jobs`` (a hard ceiling on what a run
+may queue).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .cluster import THREAD_ENV
+
+__all__ = ["jobqueue_cluster", "jobqueue_options"]
+
+#: Settings of ``cluster.slurm`` / ``cluster.pbs`` and their defaults.
+DEFAULTS = {"cores": 8, "memory": "32GB", "walltime": "02:00:00", "queue": None, "account": None,
+            "minimum_jobs": 0, "maximum_jobs": 4, "job_extra_directives": [], "interface": None,
+            "local_directory": None, "log_directory": None, "python": None, "scheduler_host": None}
+
+
+def jobqueue_options(kind: str, settings: Mapping[str, Any]) -> dict:
+    """Keyword arguments of ``SLURMCluster`` / ``PBSCluster`` for our settings."""
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"cluster.{kind}: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **settings}
+    cores = int(s["cores"])
+    opts = {"cores": cores, "processes": cores, "memory": s["memory"], "walltime": s["walltime"],
+            "queue": s["queue"], "account": s["account"],
+            "job_extra_directives": list(s["job_extra_directives"]),
+            "job_script_prologue": [f"export {k}={v}" for k, v in THREAD_ENV.items()],
+            "interface": s["interface"], "local_directory": s["local_directory"],
+            "log_directory": s["log_directory"], "job_name": "dja-sepp"}
+    if s["python"]:
+        opts["python"] = s["python"]
+    if s["scheduler_host"]:
+        opts["scheduler_options"] = {"host": s["scheduler_host"]}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def jobqueue_cluster(kind: str, settings: Mapping[str, Any]):
+    """A started (adaptive, not yet scaled) SLURM or PBS cluster."""
+    try:
+        from dask_jobqueue import PBSCluster, SLURMCluster
+    except ImportError as exc:
+        raise ImportError("cluster kind slurm/pbs needs dask-jobqueue: pip install 'dja-sepp[hpc]'") from exc
+    cls = {"slurm": SLURMCluster, "pbs": PBSCluster}[kind]
+    cluster = cls(**jobqueue_options(kind, settings))
+    s = {**DEFAULTS, **settings}
+    cluster.adapt(minimum_jobs=int(s["minimum_jobs"]), maximum_jobs=int(s["maximum_jobs"]))
+    return cluster
