@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate a small JWST-like field and run the pipeline on it")
     p.add_argument("--out", required=True, help="folder for images/, truth.fits and run/")
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--size", type=float, default=40.0, help="field side in arcsec")
-    p.add_argument("--galaxies", type=int, default=300)
+    p.add_argument("--size", type=float, default=32.0, help="field side in arcsec")
+    p.add_argument("--galaxies", type=int, default=200)
+    p.add_argument("--passes", type=int, default=1,
+                   help="fitting passes (1 keeps the demo to a few minutes; runs default to 2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--model", action="append", dest="models")
 
@@ -102,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     result = run_demo(args.out, size=args.size, n_galaxies=args.galaxies, seed=args.seed,
-                      workers=args.workers, models=args.models)
+                      workers=args.workers, models=args.models, fit__passes=args.passes)
     print(result.summary())
     return EXIT_OK if result.complete else EXIT_INCOMPLETE
 

@@ -46,7 +46,7 @@ def border_positions(size: float) -> list[tuple[float, float]]:
     return out
 
 
-def run_demo(out: str | Path, size: float = 40.0, n_galaxies: int = 300, seed: int = 1,
+def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: int = 1,
              workers: int | None = None, models: Sequence[str] | None = None,
              psf: str = "truth", progress: bool = True, **overrides) -> RunResult:
     """Simulate a field into ``out/images`` and run the pipeline into ``out/run``.
