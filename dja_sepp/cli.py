@@ -1,4 +1,4 @@
-"""Command line: ``dja-sepp demo | run | tiles | merge | mosaic | config``.
+"""Command line: ``dja-sepp demo | run | tiles | psf | merge | mosaic | config``.
 
 Bad input ends with a one-line reason on stderr and exit status 2; a run
 whose tiles did not all succeed ends with status 1 after merging and
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tiles", help="write the tiling (DS9 regions + PNG) of a field")
     _field_args(p)
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser("psf", help="select stars and build the PSF of each band")
+    _field_args(p)
+    p.add_argument("--out", required=True, help="folder for psf/{band}.fits, stars and summary")
 
     p = sub.add_parser("merge", help="merge the ok tiles of a run directory again")
     p.add_argument("run_dir")
@@ -125,6 +129,22 @@ def cmd_tiles(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_psf(args: argparse.Namespace) -> int:
+    from .io.store import RunStore
+    from .pipeline.graph import field_from_config
+    from .psf import build_psfs
+    from .settings import load_config
+    from .tiling import make_tiles
+    cfg = load_config(args.config, **_overrides(args))
+    fld = field_from_config(args.images, cfg)
+    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
+    store = RunStore(args.out)
+    store.check_writable()
+    for band, path in build_psfs(fld, grid, store, cfg, bands=list(fld.bands)).items():
+        print(f"{band}: {path}")
+    return EXIT_OK
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from .pipeline.graph import rebuild_grid, merge_run
     store, cfg, _, grid = rebuild_grid(args.run_dir)
@@ -150,7 +170,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "merge": cmd_merge, "mosaic": cmd_mosaic, "config": cmd_config}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf, "merge": cmd_merge, "mosaic": cmd_mosaic, "config": cmd_config}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,7 +126,7 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
     if not grid.tiles:
         raise ValueError(f"{fld.detection.wht_path}: no tile has valid detection pixels")
-    psf_paths = _resolve_psfs(fld, cfg, store, psfs)
+    psf_paths = _resolve_psfs(fld, grid, cfg, store, psfs)
     cfg["run"] = {"images": str(images if not isinstance(images, Field) else fld.detection.sci_path),
                   "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
                   "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo}
@@ -202,14 +202,18 @@ def _check_models(cfg: Mapping[str, Any]) -> None:
         model_path(model)
 
 
-def _resolve_psfs(fld: Field, cfg: Mapping[str, Any], store: RunStore,
+def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: RunStore,
                   psfs: Mapping[str, str] | None) -> dict[str, str]:
     given = {k.upper(): str(v) for k, v in {**cfg["psf"]["files"], **(psfs or {})}.items()}
     missing = [b for b in fld.bands if b not in given]
-    if missing:
-        # building PSFs from the field's stars (issue 4) is not in this release
+    if missing and cfg["psf"]["method"] == "files":
         raise ValueError(f"{fld.name}: no PSF file for band(s) {', '.join(missing)}; give one per band "
                          f"(psf.files in the configuration, --psf BAND=FILE, or psfs={{band: path}})")
+    if missing:
+        if cfg["psf"]["method"] != "builtin":
+            raise ValueError(f"psf.method {cfg['psf']['method']!r} is not available (builtin or files)")
+        from ..psf import build_psfs
+        given.update(build_psfs(fld, grid, store, cfg, bands=missing))
     return {b: given[b] for b in fld.bands}
 
 

@@ -1,7 +1,9 @@
 """PSF per band: the PSF object used by engines and the ways to obtain it."""
 from .base import PSF, ImagePSF
+from .builder import build_psfs
+from .stars import select_stars
 
-__all__ = ["PSF", "ImagePSF", "load_psf"]
+__all__ = ["PSF", "ImagePSF", "load_psf", "build_psfs", "select_stars"]
 
 
 def load_psf(path: str, band: str = "", pixel_scale: float | None = None) -> PSF:

@@ -1,0 +1,120 @@
+"""PSF step: stars from the stellar locus and the built-in ePSF builder, against
+a GalSim field with known band-dependent PSFs (diffraction spikes)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import astropy.units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+
+from dja_sepp.cli import main as cli_main
+from dja_sepp.io.field import Field
+from dja_sepp.psf import load_psf, select_stars
+from dja_sepp.psf.builder import build_band_psf, encircled_energy
+from dja_sepp.psf.stars import DEFAULTS as STAR_DEFAULTS
+from dja_sepp.psf.stars import detect_reference
+from dja_sepp.tiling import make_tiles
+
+pytest.importorskip("galsim")
+
+
+@pytest.fixture(scope="module")
+def star_field(tmp_path_factory):
+    from dja_sepp.sim import simulate_field
+    out = tmp_path_factory.mktemp("psf_field")
+    return simulate_field(out / "images", field="psf", size_arcsec=24, bands=("F200W", "F444W"),
+                          n_galaxies=60, n_stars=40, seed=5, blank=None)
+
+
+@pytest.fixture(scope="module")
+def selection(star_field):
+    fld = Field.from_directory(star_field.images_dir)
+    grid = make_tiles(fld, 12.0, 2.0, 64)
+    sources = detect_reference(fld, grid, "F200W")
+    return fld, grid, sources, select_stars(sources)
+
+
+def _match(a, b, radius=0.1):
+    ca = SkyCoord(np.asarray(a["RA"], float) * u.deg, np.asarray(a["DEC"], float) * u.deg)
+    cb = SkyCoord(np.asarray(b["RA"], float) * u.deg, np.asarray(b["DEC"], float) * u.deg)
+    idx, d, _ = ca.match_to_catalog_sky(cb)
+    return idx, d.arcsec < radius
+
+
+def test_star_selection_is_pure_and_complete(star_field, selection):
+    _, _, sources, stars = selection
+    truth = Table.read(star_field.truth_path)
+    kind = np.char.strip(np.asarray(truth["KIND"]).astype(str))
+    idx, ok = _match(stars, truth)
+    purity = float(np.mean(ok & (kind[idx] == "star")))
+    assert purity >= 0.95
+    # eligible: true stars detected bright, unsaturated (no saturation here), isolated, off edges
+    s = STAR_DEFAULTS
+    idx_s, ok_s = _match(sources, truth)
+    mag = np.asarray(sources["MAG_AUTO"], float)
+    eligible_rows = ok_s & (kind[idx_s] == "star") & (np.asarray(sources["SNR"]) > s["snr_min"]) \
+        & (mag > s["mag_min"]) & (mag < s["mag_max"]) & (np.asarray(sources["EDGE_DIST"]) > s["edge"])
+    from dja_sepp.psf.stars import _isolated
+    eligible_rows &= _isolated(sources, mag, s["isolation"])
+    eligible = sources[eligible_rows]
+    _, found = _match(eligible, stars, 0.01)
+    assert len(eligible) >= 15 and found.mean() >= 0.8
+
+
+@pytest.mark.parametrize("band", ["F200W", "F444W"])
+def test_built_psf_matches_the_truth(star_field, selection, band):
+    fld, _, _, stars = selection
+    built = build_band_psf(fld.bands[band], stars)
+    truth = load_psf(str(star_field.psf_paths[band]), band=band, pixel_scale=fld.bands[band].pixel_scale)
+    h = built.data.shape[0] // 2
+    c = truth.data.shape[0] // 2
+    truth_crop = truth.data[c - h:c + h + 1, c - h:c + h + 1]
+    assert abs(built.fwhm_arcsec / truth.fwhm_arcsec - 1) < 0.03
+    radii = np.arange(1, h + 1)
+    ee_built, ee_truth = encircled_energy(built.data, radii), encircled_energy(truth_crop, radii)
+    assert np.max(np.abs(ee_built - ee_truth)) < 0.02
+    assert built.n_stars >= 15
+
+
+def test_too_few_stars_is_an_error(selection):
+    _, _, sources, _ = selection
+    with pytest.raises(ValueError, match="PSF star"):
+        select_stars(sources, {"min_stars": 1000})
+
+
+def test_psf_command_writes_psfs_stars_and_summary(star_field, tmp_path):
+    out = tmp_path / "psf_run"
+    assert cli_main(["psf", "--images", str(star_field.images_dir), "--out", str(out),
+                     "--tile-size", "12", "--overlap", "2"]) == 0
+    for band in ("F200W", "F444W"):
+        with fits.open(out / "psf" / f"{band}.fits") as hdul:
+            header, data = hdul[0].header, hdul[0].data
+        assert header["OVERSAMP"] == 1 and header["PIXSCALE"] > 0 and header["NSTARS"] >= 15
+        assert data.shape[0] % 2 == 1 and abs(data.sum() - 1) < 1e-4
+    assert (out / "psf" / "summary.png").stat().st_size > 10_000
+    assert len(Table.read(out / "psf" / "stars.fits")) >= 15
+
+
+@pytest.mark.slow
+def test_run_without_psf_files_builds_them(star_field, dask_client, tmp_path):
+    from dja_sepp import run
+    cfg = {"tiling": {"tile_size": 12.0, "overlap": 2.0}, "fit": {"passes": 1},
+           "mosaic": {"enabled": False}}
+    result = run(star_field.images_dir, tmp_path / "run", config=cfg, cluster=dask_client,
+                 progress=False)
+    assert result.complete
+    for band in ("F200W", "F444W"):
+        assert (tmp_path / "run" / "psf" / f"{band}.fits").exists()
+    catalog = Table.read(result.catalog_path)
+    stars = np.isfinite(np.asarray(catalog["FLUX_MODEL_F444W"], float))
+    assert stars.sum() > 40
+
+
+def test_too_few_stars_in_a_run_stop_it_before_any_tile(small_field, tmp_path):
+    from dja_sepp import run
+    with pytest.raises(ValueError, match="PSF star"):
+        run(small_field.images_dir, tmp_path / "run", config={"mosaic": {"enabled": False}},
+            progress=False)
+    assert not (tmp_path / "run" / "tiles").exists()
