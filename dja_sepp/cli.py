@@ -113,9 +113,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result.complete else EXIT_INCOMPLETE
 
 
-def cmd_tiles(args: argparse.Namespace) -> int:
+def _field_setup(args: argparse.Namespace):
+    """Configuration, field, tiling and writable output store of a command."""
     from .io.store import RunStore
-    from .pipeline.graph import _write_tiling, field_from_config
+    from .pipeline.graph import field_from_config
     from .settings import load_config
     from .tiling import make_tiles
     cfg = load_config(args.config, **_overrides(args))
@@ -123,6 +124,12 @@ def cmd_tiles(args: argparse.Namespace) -> int:
     grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
     store = RunStore(args.out)
     store.check_writable()
+    return cfg, fld, grid, store
+
+
+def cmd_tiles(args: argparse.Namespace) -> int:
+    from .pipeline.graph import _write_tiling
+    _, fld, grid, store = _field_setup(args)
     _write_tiling(grid, fld, store)
     print(f"{len(grid.tiles)} tiles ({grid.nrows} x {grid.ncols}, core {grid.core_size} px, "
           f"halo {grid.halo} px): {store.url('tiles.reg')}, {store.url('tiles.png')}")
@@ -130,16 +137,8 @@ def cmd_tiles(args: argparse.Namespace) -> int:
 
 
 def cmd_psf(args: argparse.Namespace) -> int:
-    from .io.store import RunStore
-    from .pipeline.graph import field_from_config
     from .psf import build_psfs
-    from .settings import load_config
-    from .tiling import make_tiles
-    cfg = load_config(args.config, **_overrides(args))
-    fld = field_from_config(args.images, cfg)
-    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
-    store = RunStore(args.out)
-    store.check_writable()
+    cfg, fld, grid, store = _field_setup(args)
     for band, path in build_psfs(fld, grid, store, cfg, bands=list(fld.bands)).items():
         print(f"{band}: {path}")
     return EXIT_OK
