@@ -26,7 +26,7 @@ from .io.field import Field, Image
 from .psf import load_psf
 from .tiling import Tile, TileGrid
 
-__all__ = ["build_mosaics", "render_core", "export_fits", "open_band"]
+__all__ = ["build_mosaics", "render_core", "export_fits", "open_band", "quicklook"]
 
 #: Reach of a source's light beyond its position (band pixels): the renderer's
 #: largest stamp half-width plus the PSF kernel reach.
@@ -139,3 +139,69 @@ def export_fits(url: str, band: str, out_dir: str | Path, storage_options: dict 
         stream.close()
         paths.append(path)
     return paths
+
+
+def _strided(arr, step: int) -> np.ndarray:
+    return np.asarray(arr[::step, ::step], dtype=np.float32)
+
+
+def _steps(group, bands: list[str], max_side: int) -> dict[str, int]:
+    """Strides giving every band the same coarse grid (0.02" bands twice the
+    stride of 0.04" ones), at most ``max_side`` pixels on a side."""
+    scales = {b: float(group[b].attrs["pixel_scale"]) for b in bands}
+    coarse = max(scales.values())
+    factors = {b: max(1, int(round(coarse / s))) for b, s in scales.items()}
+    side = max(max(group[b]["model"].shape) / factors[b] for b in bands)
+    base = max(1, int(np.ceil(side / max_side)))
+    return {b: base * factors[b] for b in bands}
+
+
+def quicklook(url: str, store, bands: list[str], storage_options: dict | None = None,
+              max_side: int = 1500) -> list[str]:
+    """``mosaic_{band}.png`` (data / model / residual, one stretch) per band and
+    ``mosaic_rgb.png`` (data of the reddest, middle and bluest bands), read
+    with strides so memory stays bounded on any field size."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.visualization import ImageNormalize, AsinhStretch, make_lupton_rgb
+    group = _open_group(url, "r", storage_options)
+    steps = _steps(group, bands, max_side)
+    written, data_by_band = [], {}
+    for band in bands:
+        model = _strided(group[band]["model"], steps[band])
+        resid = _strided(group[band]["residual"], steps[band])
+        data = model + resid
+        data_by_band[band] = data
+        finite = data[np.isfinite(data)]
+        sigma = 1.4826 * np.median(np.abs(resid[np.isfinite(resid)])) if finite.size else 1.0
+        norm = ImageNormalize(vmin=-3 * sigma, vmax=max(np.percentile(finite, 99.5) if finite.size else 1, sigma),
+                              stretch=AsinhStretch(0.02))
+        fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+        for ax, img, title in zip(axes, (data, model, resid), ("data", "model", "residual")):
+            ax.imshow(img, origin="lower", cmap="gray_r", norm=norm, interpolation="nearest")
+            ax.set_title(f"{band} {title}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        written.append(store.write_bytes(f"mosaic_{band}.png", buf.getvalue()))
+    if len(bands) >= 3:
+        picks = [bands[-1], bands[len(bands) // 2], bands[0]]   # red, green, blue (bands bluest first)
+        side = min(min(data_by_band[b].shape) for b in picks)
+        rgb = [np.nan_to_num(data_by_band[b][:side, :side]) for b in picks]
+        scale = max(float(np.percentile(np.concatenate([c.ravel() for c in rgb]), 99.5)), 1e-6)
+        image = make_lupton_rgb(*rgb, stretch=scale / 2, Q=8)
+        fig = plt.figure(figsize=(7, 7))
+        plt.imshow(image, origin="lower")
+        plt.title(" / ".join(picks))
+        plt.axis("off")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        written.append(store.write_bytes("mosaic_rgb.png", buf.getvalue()))
+    return written

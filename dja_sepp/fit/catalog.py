@@ -215,7 +215,7 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
                    psf_radius: int = 150) -> np.ndarray:
     """PSF-convolved models of all ``catalog`` rows on ``grid`` (float32).
 
-    Each source is drawn on its own window (10 r_e, at least 25 px) around its
+    Each source is drawn on its own window (10 r_e or the PSF reach, 25..250 px) around its
     world position, through the band WCS's local affine map, and added in.
     """
     image = np.zeros(grid.shape, dtype=np.float64)
@@ -231,7 +231,9 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
             continue
         p0, a = _sky_affine(grid.wcs, ra, dec)
         re_pix = max(c[1] for c in comps) / grid.pixel_scale
-        half = int(np.clip(10 * re_pix, 25, 250))
+        # the PSF wings (spikes) reach pad pixels whatever the size: a smaller
+        # stamp leaves square-cut stars in the mosaics
+        half = int(np.clip(max(10 * re_pix, pad), 25, 250))
         xc, yc = int(round(p0[0])), int(round(p0[1]))
         x_lo, y_lo = xc - half, yc - half
         if x_lo >= nx or y_lo >= ny or xc + half < 0 or yc + half < 0:

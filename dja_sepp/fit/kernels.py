@@ -12,7 +12,7 @@ from numba import njit
 __all__ = ["sersic_box"]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=True, nogil=True)  # nogil: the worker's event loop stays live
 def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
                b, log_norm, dlog_norm_dn, db_dn, jac, derivatives):  # pragma: no cover - jitted
     """Fill ``out[i, j]`` (and ``dout[:, i, j]``) for fine pixels of the box

@@ -265,14 +265,15 @@ def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None =
 
 def _mosaics(store: RunStore, cfg: Mapping[str, Any], fld: Field, grid: TileGrid, cluster: Any,
              storage_options: dict | None) -> str:
-    from ..mosaic import build_mosaics
+    from ..mosaic import build_mosaics, quicklook
     from .execute import client_for
     model = cfg["fit"]["models"][0]
     catalog = store.read_table(f"{catalog_name(model, True)}.fits")
     with client_for(cluster, cfg) as client:
-        return build_mosaics(store.root, fld, grid, catalog, cfg["run"]["psf_files"], model,
-                             engine=cfg["fit"]["engine"], client=client,
-                             storage_options=storage_options)
+        url = build_mosaics(store.root, fld, grid, catalog, cfg["run"]["psf_files"], model,
+                            engine=cfg["fit"]["engine"], client=client, storage_options=storage_options)
+    quicklook(url, store, list(fld.bands), storage_options)
+    return url
 
 
 def resume(run_dir: str, cluster: Any = None, progress: bool = True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 import traceback
@@ -107,7 +108,8 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
 def _mark_running(store: RunStore, tile: Tile) -> None:
     """``tiles/{id}/running.json``: when and where this attempt started, so
     the driver can stop it at its time limit (see :mod:`.execute`)."""
-    marker = {"started": time.time(), "worker": None, "key": None}
+    marker = {"started": time.time(), "worker": None, "key": None, "host": platform.node(),
+              "pid": os.getpid()}
     try:
         from distributed import get_worker
         worker = get_worker()
