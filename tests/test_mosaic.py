@@ -132,3 +132,17 @@ def test_mosaic_step_alone_rebuilds_the_same_store(mosaic_run_result, dask_clien
     after = open_band(url, "F277W")["model"].values
     np.testing.assert_array_equal(np.isfinite(before), np.isfinite(after))
     np.testing.assert_allclose(after[np.isfinite(after)], before[np.isfinite(before)], rtol=0, atol=0)
+
+
+def test_quicklook_figures_are_written(mosaic_run_result, run_parts):
+    import matplotlib.image as mpimg
+    from pathlib import Path
+    _, _, fld, _ = run_parts
+    root = Path(mosaic_run_result.run_dir)
+    for band in fld.bands:
+        img = mpimg.imread(root / f"mosaic_{band}.png")
+        assert img.shape[1] > 2 * img.shape[0]          # data | model | residual side by side
+        assert img[..., :3].std() > 0.05                # not blank
+    rgb = mpimg.imread(root / "mosaic_rgb.png")
+    colour = rgb[..., :3]
+    assert np.abs(colour[..., 0] - colour[..., 2]).max() > 0.1   # really in colour
