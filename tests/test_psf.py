@@ -118,3 +118,45 @@ def test_too_few_stars_in_a_run_stop_it_before_any_tile(small_field, tmp_path):
         run(small_field.images_dir, tmp_path / "run", config={"mosaic": {"enabled": False}},
             progress=False)
     assert not (tmp_path / "run" / "tiles").exists()
+
+
+psfex_tools = pytest.mark.skipif(
+    not __import__("dja_sepp.psf.psfex", fromlist=["psfex_available"]).psfex_available(),
+    reason="needs source-extractor and psfex on PATH")
+
+
+@pytest.mark.psfex
+@psfex_tools
+@pytest.mark.parametrize("band", ["F200W", "F444W"])
+def test_psfex_psf_matches_the_truth(star_field, selection, band, tmp_path):
+    """Real SExtractor + PSFEx on the selected stars. Measured: EE within
+    0.031 (F200W) / 0.032 (F444W) of the truth, peak +1 %; the issue's 0.02
+    is met by the built-in builder, not (yet) by this path."""
+    from dja_sepp.psf.psfex import PSFExPSF, run_psfex
+    fld, _, _, stars = selection
+    path = run_psfex(fld.bands[band], stars, tmp_path)
+    psf = PSFExPSF(path, band=band, pixel_scale=fld.bands[band].pixel_scale)
+    img = psf.stamp()
+    truth = load_psf(str(star_field.psf_paths[band]), band=band, pixel_scale=fld.bands[band].pixel_scale)
+    h, c = img.shape[0] // 2, truth.data.shape[0] // 2
+    truth_crop = truth.data[c - h:c + h + 1, c - h:c + h + 1]
+    assert abs(psf.fwhm_arcsec / truth.fwhm_arcsec - 1) < 0.03
+    radii = np.arange(1, h + 1)
+    assert np.max(np.abs(encircled_energy(img, radii) - encircled_energy(truth_crop, radii))) < 0.04
+
+
+@pytest.mark.psfex
+@psfex_tools
+def test_a_variable_psfex_file_is_evaluated_at_two_positions(selection, tmp_path):
+    from dja_sepp.psf.psfex import run_psfex
+    fld, _, _, stars = selection
+    image = fld.bands["F200W"]
+    path = run_psfex(image, stars, tmp_path, {"degrees": 1})
+    psf = load_psf(str(path), band="F200W", pixel_scale=image.pixel_scale)
+    assert psf.degree == 1 and psf.basis.shape[0] == 3
+    a = psf.stamp(100.0, 100.0)
+    b = psf.stamp(image.shape[1] - 100.0, image.shape[0] - 100.0)
+    for img in (a, b):
+        assert img.shape == (35, 35) and abs(img.sum() - 1) < 1e-9
+        assert np.unravel_index(np.argmax(img), img.shape) == (17, 17)
+    assert 0 < np.max(np.abs(a - b)) < 0.2 * a.max()   # varies, but stays the same star

@@ -210,8 +210,8 @@ def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: Run
         raise ValueError(f"{fld.name}: no PSF file for band(s) {', '.join(missing)}; give one per band "
                          f"(psf.files in the configuration, --psf BAND=FILE, or psfs={{band: path}})")
     if missing:
-        if cfg["psf"]["method"] != "builtin":
-            raise ValueError(f"psf.method {cfg['psf']['method']!r} is not available (builtin or files)")
+        if cfg["psf"]["method"] not in ("builtin", "psfex"):
+            raise ValueError(f"psf.method must be builtin, psfex or files, not {cfg['psf']['method']!r}")
         from ..psf import build_psfs
         given.update(build_psfs(fld, grid, store, cfg, bands=missing))
     return {b: given[b] for b in fld.bands}

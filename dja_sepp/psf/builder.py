@@ -114,6 +114,9 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     log.info("PSF: %d stars selected in %s", len(stars), ref)
     out, psfs = {}, {}
     for band in bands:
+        if pcfg.get("method") == "psfex":
+            out[band], psfs[band] = _psfex_band(field.bands[band], stars, store, pcfg.get("psfex"))
+            continue
         psf = build_band_psf(field.bands[band], stars, pcfg.get("builder"))
         psfs[band] = psf
         out[band] = store.write_bytes(f"psf/{band}.fits", _fits_bytes(psf))
@@ -121,6 +124,19 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     stars.write(buf := io.BytesIO(), format="fits")
     store.write_bytes("psf/stars.fits", buf.getvalue())
     return out
+
+
+def _psfex_band(image, stars: Table, store, settings):
+    """Run PSFEx for one band; the ``.psf`` goes into the run's ``psf/``."""
+    import tempfile
+    from pathlib import Path
+    from .psfex import PSFExPSF, run_psfex
+    with tempfile.TemporaryDirectory(prefix="dja_sepp_psf_") as tmp:
+        path = run_psfex(image, stars, tmp, settings)
+        url = store.write_bytes(f"psf/{image.band}.psf", Path(path).read_bytes())
+    psf = PSFExPSF(url, band=image.band, pixel_scale=image.pixel_scale)
+    psf.data = psf.stamp()   # for the summary figure
+    return url, psf
 
 
 def _fits_bytes(psf: ImagePSF) -> bytes:
