@@ -14,6 +14,7 @@ Open a band with ``xarray.open_zarr(url, group="F444W")``; export FITS with
 """
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,9 +98,11 @@ def build_mosaics(root: str, field: Field, grid: TileGrid, catalog: Table,
             render_core(url, tile, image, catalog, psf_paths[image.band], model, engine, storage_options)
         return url
     from distributed import wait
-    cat = client.scatter(catalog, broadcast=True)
+    cat = client.scatter(catalog, broadcast=True, hash=False)
+    token = uuid.uuid4().hex[:8]   # never reuse a key an earlier run may still hold
     futures = [client.submit(render_core, url, tile, image, cat, psf_paths[image.band], model,
-                             engine, storage_options, key=f"mosaic-{tile.id}-{image.band}", pure=False)
+                             engine, storage_options, key=f"mosaic-{tile.id}-{image.band}-{token}",
+                             pure=False)
                for tile, image in jobs]
     wait(futures)
     errors = [f for f in futures if f.status != "finished"]

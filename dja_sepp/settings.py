@@ -84,7 +84,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 # Sections whose keys are free-form (user data, not settings).
 _OPEN_SECTIONS = {("psf", "files"), ("cluster", "ec2"), ("cluster", "slurm"),
                   ("cluster", "pbs"), ("cluster", "worker_env"),
-                  ("debug", "sleep")}
+                  ("debug", "sleep"), ("debug", "needs_resource"),
+                  ("cluster", "escalate_resources")}
 
 
 def _merge(base: dict, update: Mapping, origin: str, path: tuple = ()) -> None:

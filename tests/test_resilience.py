@@ -72,20 +72,23 @@ def test_a_killed_worker_loses_nothing(small_field, own_client, hung_then_resume
     victim = {}
 
     def kill_when_started():
-        deadline = time.time() + 300
-        while time.time() < deadline and not store.exists("tiles/r01c00/running.json"):
-            time.sleep(0.2)
-        # the task's own marker names its process (a client.run here could wait
-        # behind the other worker's busy event loop)
-        victim["pid"] = store.read_json("tiles/r01c00/running.json")["pid"]
-        os.kill(victim["pid"], signal.SIGKILL)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and not store.exists("tiles/r01c00/running.json"):
+                time.sleep(0.2)
+            # the task's own marker names its process (a client.run here could wait
+            # behind the other worker's busy event loop)
+            victim["pid"] = store.read_json("tiles/r01c00/running.json")["pid"]
+            os.kill(victim["pid"], signal.SIGKILL)
+        except Exception as exc:  # reported by the assertion below
+            victim["error"] = repr(exc)
 
     killer = threading.Thread(target=kill_when_started, daemon=True)
     killer.start()
     result = run(small_field.images_dir, tmp_path, config=_config({"r01c00": 10}, 600.0),
                  psfs=_psfs(small_field), cluster=own_client, progress=False)
     killer.join(timeout=5)
-    assert victim.get("pid")                       # a worker really died mid-tile
+    assert victim.get("pid"), victim               # a worker really died mid-tile
     assert victim["pid"] not in own_client.run(os.getpid).values()
     assert result.complete and result.n_ok == 4
     got = RunStore(tmp_path).read_table("catalog.fits")
@@ -97,3 +100,47 @@ def test_a_killed_worker_loses_nothing(small_field, own_client, hung_then_resume
             np.testing.assert_allclose(a, b, rtol=1e-6, equal_nan=True)
         else:
             assert (a == b).all(), col
+
+
+def test_a_failed_tile_is_escalated_to_a_bigger_worker(small_field, own_client, tmp_path):
+    """Tile r00c01 fails (MemoryError) on ordinary workers; once it has failed,
+    a `dask worker --resources bigmem=1` process joins, and the retry asks for
+    that resource (cluster.escalate_resources) and succeeds there."""
+    import subprocess
+    import sys
+    store = RunStore(tmp_path)
+    procs = []
+
+    def start_big_worker_after_failure():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if store.exists("tiles/r00c01/status.json") and \
+                    store.read_json("tiles/r00c01/status.json")["state"] == "failed":
+                break
+            time.sleep(0.2)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", own_client.scheduler.address,
+             "--nthreads", "1", "--resources", "bigmem=1", "--host", "127.0.0.1",
+             "--no-dashboard", "--name", "bigmem"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}))
+        own_client.wait_for_workers(3, timeout=120)
+
+    helper = threading.Thread(target=start_big_worker_after_failure, daemon=True)
+    helper.start()
+    cfg = _config({}, 600.0)
+    cfg["cluster"].update(retries=1, escalate_resources={"bigmem": 1})
+    cfg["debug"]["needs_resource"] = {"r00c01": "bigmem"}
+    try:
+        result = run(small_field.images_dir, tmp_path, config=cfg, psfs=_psfs(small_field),
+                     cluster=own_client, progress=False)
+        helper.join(timeout=130)
+        assert result.complete and result.n_ok == 4
+        status = store.read_json("tiles/r00c01/status.json")
+        marker = store.read_json("tiles/r00c01/running.json")
+        assert status["state"] == "ok" and "-a1-" in marker["key"]   # the retry did it
+        big = [a for a, w in own_client.scheduler_info()["workers"].items() if w["name"] == "bigmem"]
+        assert marker["worker"] in big
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)

@@ -43,6 +43,7 @@ def s3_run(s3, small_field, dask_client, tmp_path_factory):
     psfs = {b.upper(): str(p) for b, p in small_field.psf_paths.items()}
     result = run("s3://dja/field", "s3://dja/run", config=cfg, psfs=psfs, cluster=dask_client,
                  progress=False, storage_options=options)
+    assert result.complete, result.failed
     return result, options
 
 

@@ -8,9 +8,9 @@ deaths it raises ``KilledWorker``, recorded as the tile's failure).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -78,10 +78,14 @@ def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
     from tqdm.auto import tqdm
     limit = float(config["cluster"].get("tile_timeout") or 0)
     futures = {}
+    resources = _escalation(client, config) if attempt > 0 else None
+    # keys unique to this submission: a key still held by the scheduler from an
+    # earlier run would hand back that run's result without computing anything
+    token = uuid.uuid4().hex[:8]
     for tile in tiles:
         fut = client.submit(process_tile, tile, field, config, store.root, psf_paths,
-                            storage_options, key=f"tile-{tile.id}-a{attempt}-{os.getpid()}",
-                            pure=False)
+                            storage_options, key=f"tile-{tile.id}-a{attempt}-{token}",
+                            pure=False, resources=resources)
         futures[fut] = tile
     out: dict[str, dict] = {}
     bar = tqdm(total=len(futures), desc=f"tiles (attempt {attempt + 1})", unit="tile",
@@ -107,6 +111,20 @@ def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
         bar.set_postfix(failed=sum(s.get("state") != "ok" for s in out.values()))
     bar.close()
     return out
+
+
+def _escalation(client, config: Mapping[str, Any]) -> dict | None:
+    """Resources a retried tile asks for (``cluster.escalate_resources``), if
+    some worker of the cluster has them; else None (retry anywhere)."""
+    wanted = dict(config["cluster"].get("escalate_resources") or {})
+    if not wanted:
+        return None
+    workers = client.scheduler_info().get("workers", {}).values()
+    if any(all(w.get("resources", {}).get(k, 0) >= v for k, v in wanted.items()) for w in workers):
+        log.warning("retrying failed tiles on workers with %s", wanted)
+        return wanted
+    log.warning("no worker has %s: retrying failed tiles anywhere", wanted)
+    return None
 
 
 def _wait_some(pending: set, poll: float | None) -> tuple[set, set]:

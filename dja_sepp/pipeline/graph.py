@@ -147,14 +147,18 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     t0 = time.perf_counter()
     result = merge_run(store, grid, cfg)
     timings["merge"] = time.perf_counter() - t0
-    if cfg["mosaic"]["enabled"] and result.catalog_path:
+    if cfg["mosaic"]["enabled"] and result.n_ok:
         t0 = time.perf_counter()
-        result.mosaic_path = _mosaics(store, cfg, fld, grid, cluster, storage_options)
+        try:
+            result.mosaic_path = _mosaics(store, cfg, fld, grid, cluster, storage_options)
+        except Exception as exc:  # the catalog is written: keep it, report the mosaic failure
+            log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", store.root, exc)
+            failed["mosaic"] = f"{type(exc).__name__}: {exc}"
         timings["mosaic"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result.n_skipped = len(reused)
     result.failed = failed
-    result.n_ok = len(grid.tiles) - len(failed)
+    result.n_ok = len(grid.tiles) - len([t for t in failed if t != "mosaic"])
     result.timings = timings
     store.write_json("summary.json", {
         "complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,

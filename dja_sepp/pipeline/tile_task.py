@@ -119,6 +119,17 @@ def _mark_running(store: RunStore, tile: Tile) -> None:
     store.write_json(f"tiles/{tile.id}/running.json", marker)
 
 
+def _debug_memory_hog(tile: Tile, config: Mapping[str, Any]) -> None:
+    """Test hook ``debug.needs_resource: {tile_id: NAME}``: the tile fails with
+    MemoryError on workers without resource NAME (exercises escalation)."""
+    need = (config.get("debug") or {}).get("needs_resource", {}).get(tile.id)
+    if not need:
+        return
+    from distributed import get_worker
+    if need not in (get_worker().state.total_resources or {}):
+        raise MemoryError(f"tile {tile.id} needs a worker with resource {need} (debug hook)")
+
+
 def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunStore,
               psf_paths: Mapping[str, str], timings: dict, status: dict) -> None:
     from ..detect import detect_sources  # heavy import only inside workers
@@ -153,6 +164,7 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
         status["warnings"] = [f"band {b} dropped over tile {tile.id}: {r}" for b, r in dropped.items()]
     if debug_sleep:  # test hook: simulate a stalled tile (see tests of timeouts)
         time.sleep(debug_sleep)
+    _debug_memory_hog(tile, config)
     engine = get_engine(config["fit"]["engine"])
     models = list(config["fit"]["models"])
     for i, model in enumerate(models):
