@@ -24,8 +24,10 @@ def ntt():
         rms = fits.getdata(DATA / "rms.fits").astype(np.float32)
     cat = np.loadtxt(DATA / "image.cat", comments="#")
     # the settings of tests/data/ntt_field/default.sex (default.conv = Gaussian FWHM 2 px)
+    # SExtractor 2 has neither SE++'s core threshold nor its minimum-area cleaning
     cfg = dict(thresh=1.5, minarea=5, filter_fwhm=2.0, filter_size=3, deblend_nthresh=32,
-               deblend_cont=1.0, back_size=64, back_filter_size=3, kron_min_radius=0.0)
+               deblend_cont=1.0, back_size=64, back_filter_size=3, kron_min_radius=0.0,
+               core_minarea=0, clean_minarea=0)
     cut = BandCutout("DET", img, 1.0 / rms ** 2, WCS(naxis=2), pixel_scale=1.0, zeropoint=0.0)
     table, seg = detect_sources(cut, cfg)
     d2 = (table["x"][None, :] - (cat[:, X] - 1)[:, None]) ** 2 \
@@ -115,3 +117,49 @@ def test_big_endian_input():
     img = _blobs([(40.0, 40.0)], [1000.0]).astype(">f4")
     table, _ = detect_sources(_cut(img, np.ones(img.shape, ">f4")), STRICT)
     assert len(table) == 1
+
+
+def test_core_threshold_rejects_noise_peaks_and_keeps_real_faint_sources():
+    # pure noise at the predecessor's 0.8 sigma / 7 px threshold: many peaks, none with
+    # 9 px above 1.5 sigma on the filtered image; a S/N ~ 15 blob keeps its row
+    img = _blobs([(64.0, 48.0)], [60.0], sigma=1.5, shape=(192, 256), seed=3)
+    bare, _ = detect_sources(_cut(img), {"core_minarea": 0, "clean_minarea": 0})
+    table, seg, rejected = detect_sources(_cut(img), {}, return_rejected=True)
+    assert len(bare) > 10                       # the noise peaks sep finds alone
+    assert len(table) == 1 and abs(table["x"][0] - 64) < 1 and abs(table["y"][0] - 48) < 1
+    assert len(rejected) == len(bare) - 1
+    assert set(rejected["REJECT_REASON"]) == {"core_threshold"}
+    assert (rejected["MERGED_INTO"] == 0).all()
+    assert set(np.unique(seg)) == {0, 1}        # rejected segments are background again
+
+
+def test_cleaning_merges_small_fragment_into_bright_sibling():
+    # a lump on the wing of a bright source is deblended (contrast 1e-4); SE++'s
+    # cleaning merges a child keeping fewer than clean_minarea pixels above its
+    # sibling's Moffat wings (its 41 px segment: merged at 60, kept at 15)
+    from dja_sepp.detect import DetectionFlag
+    img = _blobs([(60.0, 48.0)], [40000.0], sigma=3.0, noise=0.2, seed=1)
+    img += _blobs([(72.0, 48.0)], [1000.0], sigma=1.5, noise=0.0)
+    cfg = {"thresh": 3.0}
+    split, _ = detect_sources(_cut(img), {**cfg, "clean_minarea": 15})
+    table, seg, rejected = detect_sources(_cut(img), {**cfg, "clean_minarea": 60}, return_rejected=True)
+    assert len(split) == 2
+    assert len(table) == 1 and list(rejected["REJECT_REASON"]) == ["cleaned"]
+    assert abs(rejected["x"][0] - 72) < 1
+    assert rejected["MERGED_INTO"][0] == table["SEGMENT_ID"][0]
+    assert table["FLAGS_DET"][0] & DetectionFlag.ABSORBED_FRAGMENTS
+    # the host's isophote holds the fragment's pixels now
+    assert table["NPIX"][0] == np.count_nonzero(seg == 1) == sum(split["NPIX"])
+
+
+def test_low_snr_and_near_bright_flags():
+    from dja_sepp.detect import DetectionFlag
+    img = _blobs([(30.0, 48.0), (100.0, 70.0), (42.0, 48.0)], [60000.0, 100.0, 600.0], seed=2)
+    table, _ = detect_sources(_cut(img), {"snr_doubtful": 12.0})
+    assert len(table) == 3
+    faint = table[np.argmin(np.abs(table["x"] - 100))]
+    near = table[np.argmin(np.abs(table["x"] - 42))]
+    bright = table[np.argmin(np.abs(table["x"] - 30))]
+    assert faint["FLAGS_DET"] & DetectionFlag.LOW_SNR
+    assert near["FLAGS_DET"] & DetectionFlag.NEAR_BRIGHT       # 12 px = 0.48" from a 4.4 mag brighter one
+    assert not bright["FLAGS_DET"] & (DetectionFlag.NEAR_BRIGHT | DetectionFlag.LOW_SNR)
