@@ -62,6 +62,7 @@ class Score:
     n_complete_eligible: int            #: true objects brighter than ``mag_limit``
     completeness: float
     spike_fragments: int                #: bright unmatched rows near true stars
+    mag_limit: float = 26.0             #: completeness magnitude limit (reference band)
     bands: dict = field(default_factory=dict)   #: band -> BandScore
     n_shape: int = 0                    #: Sérsic truths with S/N > 50 and a fitted RADIUS
     re_bias: float = np.nan             #: median(RADIUS / RE) - 1
@@ -319,7 +320,7 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
         n_snr5=int(bright.size), purity=b_rows.size / bright.size if bright.size else np.nan,
         n_complete_eligible=int(eligible.sum()),
         completeness=float(found[eligible].mean()) if eligible.any() else np.nan,
-        spike_fragments=len(fragments), bands=band_scores, n_shape=n_shape, re_bias=re_bias,
+        spike_fragments=len(fragments), mag_limit=mag_limit, bands=band_scores, n_shape=n_shape, re_bias=re_bias,
         n_bias=n_bias, models=models, star_point_fraction=star_pt, galaxy_point_fraction=gal_pt,
         core_seconds=cost[0], row_bands=cost[1], true_bands=cost[2],
         core_s_per_row_band=cost[3], core_s_per_true_band=cost[4], fragment_rows=fragments)
@@ -332,7 +333,7 @@ def format_score(score: Score) -> str:
         f"rows {s.n_rows}  true objects {s.n_true}  rows/true {s.rows_per_true:.2f}  "
         f"matched {s.n_matched}",
         f"purity (S/N>5 in {s.reference_band}, {s.n_snr5} rows) {s.purity:.3f}  "
-        f"completeness (mag<26, {s.n_complete_eligible}) {s.completeness:.3f}  "
+        f"completeness (mag<{s.mag_limit:g}, {s.n_complete_eligible}) {s.completeness:.3f}  "
         f"spike fragments {s.spike_fragments}",
         f"{'band':>6} {'n>50':>5} {'dmag':>7} {'scat':>6} {'n20-50':>6} {'dmag':>7} {'scat':>6} "
         f"{'n10-50':>6} {'pull':>6} {'pscat':>6}",
