@@ -209,6 +209,8 @@ def simulate_field(out_dir: str | Path, *, field: str = "demo", size_arcsec: flo
         ``bright_stars`` have mag 19.5-21
         (:func:`dja_sepp.sim.population.crowded_population`; e.g. 150 to
         mag 28 is a JWST deep field).
+    mag_limit : float
+        With ``density``: faintest galaxy magnitude (reference band, ~F277W).
     bright_stars : int
         With ``density``: how many of the stars are bright (spikes, rings).
     correlated_noise : float, optional
