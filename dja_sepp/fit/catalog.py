@@ -18,7 +18,11 @@ from .base import BandCutout
 from .flags import FitFlag
 from .render import BandGrid, render_point, render_profile
 
-__all__ = ["empty_results", "fill_row", "finalize", "render_catalog", "PARAM_COLUMNS"]
+__all__ = ["empty_results", "fill_row", "fill_point_row", "finalize", "render_catalog",
+           "PARAM_COLUMNS", "POINT"]
+
+#: ``MODEL`` of a row fitted as a point source (whatever the catalog's model).
+POINT = "point"
 
 #: parameter name -> catalog column (radii get _pix/_deg or arcsec below)
 PARAM_COLUMNS = {"re": "RADIUS", "n": "SERSIC", "e1": "E1", "e2": "E2", "r_b": "BULGE_RADIUS",
@@ -38,16 +42,42 @@ def empty_results(n: int, mdef: ModelDefinition, bands) -> dict[str, np.ndarray]
     out = {"x": np.full(n, np.nan), "y": np.full(n, np.nan), "x_err": np.full(n, np.nan),
            "y_err": np.full(n, np.nan), "CHI2_REDUCED": np.full(n, np.nan),
            "N_ITER": np.zeros(n, np.int32), "STOP_REASON": np.full(n, "not_fitted", dtype="U32"),
-           "FLAGS": np.zeros(n, np.int32), "FIT_DURATION": np.zeros(n), "N_BANDS": np.zeros(n, np.int16)}
+           "FLAGS": np.zeros(n, np.int32), "FIT_DURATION": np.zeros(n), "N_BANDS": np.zeros(n, np.int16),
+           "MODEL": np.full(n, mdef.name, dtype="U24")}
     for p in mdef.parameter_names:
         if p not in ("x", "y"):
             out[f"p_{p}"] = np.full(n, np.nan)
             out[f"p_{p}_err"] = np.full(n, np.nan)
     for b in bands:
-        for name in _flux_names(mdef, b):
+        for name in _flux_names(mdef, b) + [f"pt_{b}"]:
             out[name] = np.full(n, np.nan)
             out[name + "_err"] = np.full(n, np.nan)
     return out
+
+
+def _fill_diagnostics(out, row: int, fit, bands) -> None:
+    out["CHI2_REDUCED"][row] = fit.chi2_reduced
+    out["N_ITER"][row] = fit.n_iter
+    out["STOP_REASON"][row] = fit.stop_reason
+    out["N_BANDS"][row] = len(bands)
+
+
+def fill_point_row(out, row: int, fit, bands) -> None:
+    """Copy a single point-source fit into result row ``row`` of a galaxy
+    model's results (``MODEL = point``; shape parameters NaN)."""
+    for key in list(out):
+        if key.startswith("p_"):
+            out[key][row] = np.nan
+    for j, key in enumerate(("x", "y")):
+        out[key][row] = fit.theta[0, j]
+        out[key + "_err"][row] = fit.theta_err[0, j]
+    for b in bands:
+        out[f"pt_{b}"][row] = fit.fluxes[b][0, 0]
+        out[f"pt_{b}_err"][row] = fit.flux_err[b][0, 0]
+    _fill_diagnostics(out, row, fit, bands)
+    out["MODEL"][row] = POINT
+    if fit.stop_reason == "max_iterations":
+        out["FLAGS"][row] |= int(FitFlag.PARTIAL_FIT)
 
 
 def fill_row(out, row: int, k: int, fit, mdef: ModelDefinition, bands, blended: bool) -> None:
@@ -61,10 +91,9 @@ def fill_row(out, row: int, k: int, fit, mdef: ModelDefinition, bands, blended: 
         for c, name in enumerate(_flux_names(mdef, b)):
             out[name][row] = fit.fluxes[b][k, c]
             out[name + "_err"][row] = fit.flux_err[b][k, c]
-    out["CHI2_REDUCED"][row] = fit.chi2_reduced
-    out["N_ITER"][row] = fit.n_iter
-    out["STOP_REASON"][row] = fit.stop_reason
-    out["N_BANDS"][row] = len(bands)
+        out[f"pt_{b}"][row] = out[f"pt_{b}_err"][row] = np.nan
+    _fill_diagnostics(out, row, fit, bands)
+    out["MODEL"][row] = mdef.name
     flags = 0
     if fit.stop_reason == "max_iterations":
         flags |= FitFlag.PARTIAL_FIT
@@ -112,12 +141,39 @@ def finalize(out, sources: Table, det: BandCutout, mdef: ModelDefinition, bands)
     if mdef.uses_e1e2:
         phi = _add_axratio_angle(t, out)
     t["ANGLE_WORLD"] = _angle_world(det, out["x"], out["y"], phi) * u.deg
+    _point_fluxes_in(out, mdef, bands)
     _add_fluxes(t, out, mdef, bands, det.zeropoint)
-    for name in ("CHI2_REDUCED", "N_ITER", "STOP_REASON", "FIT_DURATION", "N_BANDS"):
+    _point_components_out(t, out, mdef, bands)
+    for name in ("MODEL", "CHI2_REDUCED", "N_ITER", "STOP_REASON", "FIT_DURATION", "N_BANDS"):
         t[name] = out[name]
     t["FIT_DURATION"].unit = u.s
     t["FLAGS"] = out["FLAGS"] | _artefacts(t)
     return t
+
+
+def _point_fluxes_in(out, mdef: ModelDefinition, bands) -> None:
+    """Point rows: their flux goes into the model's (first) flux column, so
+    totals and magnitudes are computed as for every row."""
+    pt = out["MODEL"] == POINT
+    if not pt.any():
+        return
+    for b in bands:
+        names = _flux_names(mdef, b)
+        for k, n in enumerate(names):
+            out[n][pt] = out[f"pt_{b}"][pt] if k == 0 else 0.0
+            out[n + "_err"][pt] = out[f"pt_{b}_err"][pt] if k == 0 else 0.0
+
+
+def _point_components_out(t: Table, out, mdef: ModelDefinition, bands) -> None:
+    """Point rows have no bulge / disk split: those columns are NaN."""
+    pt = out["MODEL"] == POINT
+    if not pt.any() or len(mdef.components) == 1:
+        return
+    for b in bands:
+        for n in _flux_names(mdef, b) + [f"B/T_{b}"]:
+            for col in (n, n + "_err", n.replace("FLUX_", "MAG_", 1), n.replace("FLUX_", "MAG_", 1) + "_err"):
+                if col in t.colnames:
+                    t[col][pt] = np.nan
 
 
 def _add_axratio_angle(t: Table, out) -> np.ndarray:
@@ -196,6 +252,8 @@ def _artefacts(t: Table) -> np.ndarray:
 def _components(row, mdef: ModelDefinition, band: str):
     """``(profile, re_arcsec, q, pa_deg, n, flux)`` per component of one row."""
     pa = float(row["ANGLE_WORLD"])
+    if "MODEL" in row.colnames and str(row["MODEL"]).strip() == POINT:
+        return [(POINT, 0.0, 1.0, 0.0, 1.0, float(row[f"FLUX_MODEL_{band}"]))]
     if len(mdef.components) == 1:
         comp = mdef.components[0]
         n = comp.sersic_n or float(row["SERSIC"]) if comp.profile != "point" else 1.0

@@ -1,13 +1,20 @@
 """The built-in engine: multi-band Sersic / bulge+disk fits of a tile's sources.
 
 Sources deblended from one detection (same ``PARENT_ID``) are fitted jointly
-(at most ``max_group_size`` together); groups are fitted brightest first and
+(at most ``max_group_size`` together, members fainter than ``solo_ratio`` of
+the brightest one alone); groups are fitted brightest first and
 each fitted group's model is subtracted from the working images, so fainter
 neighbours see cleaner pixels; pixels of other, not yet modelled segments are
 masked. A second pass refits every group on the data minus all *other*
 models (iterative neighbour subtraction), which removes the bias from the
-wings of fainter neighbours that the first pass could not see. Windows are sized from the detection footprint (Kron ellipse, bbox)
-and the PSF. Nothing raises for one bad source: it is flagged.
+wings of fainter neighbours that the first pass could not see. Windows are
+sized from the detection footprint (Kron ellipse, bbox) and the PSF.
+
+Before its first fit, a source whose segment's light is explained by the
+models already subtracted (a spike or ring of a star, a lump of a brighter
+galaxy) is not fitted and is flagged ``EXPLAINED``; a single source that a
+point-source fit explains as well as the galaxy model becomes ``MODEL =
+point`` (see :mod:`.triage`). Nothing raises for one bad source: it is flagged.
 """
 from __future__ import annotations
 
@@ -20,34 +27,46 @@ from astropy.table import Table
 
 from ..models.definition import ModelDefinition, detection_context, load_model
 from .base import BandCutout, Engine
-from .catalog import empty_results, fill_row, finalize, render_catalog
+from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
 from .render import BandGrid
 from .solver import BandData, fit_group, render_group
+from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
 
 __all__ = ["BuiltinEngine", "make_groups", "band_affine"]
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
-            "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2}
+            "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2,
+            "solo_ratio": 0.1, "reject_snr": 3.0, "reject_explained": 0.5, "point_choice": True,
+            "point_min_snr": 10.0, "point_tolerance": 0.03}
 
 
-def make_groups(sources: Table, max_size: int) -> list[np.ndarray]:
+def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[np.ndarray]:
     """Row indices fitted together: one detection's deblended children when
-    there are at most ``max_size`` of them, else each child alone.
+    there are at most ``max_size`` of them, else each child alone; a child
+    fainter than ``solo_ratio`` x the brightest of its group is fitted alone.
 
     Joint fits cost ~(members x parameters)^2 per step; a large deblended
     complex is cheaper and as accurate fitted source by source, brightest
     first, each seeing its brighter neighbours subtracted and its fainter
-    ones masked (see :class:`BuiltinEngine`).
+    ones masked (see :class:`BuiltinEngine`). A much fainter child is most
+    often a piece of its bright sibling: alone, it is tested against the
+    sibling's subtracted model before any fit.
     """
     parent = np.asarray(sources["PARENT_ID"]) if "PARENT_ID" in sources.colnames \
         else np.arange(len(sources))
+    flux = np.nan_to_num(np.asarray(sources["FLUX_AUTO"], float), nan=0.0) \
+        if "FLUX_AUTO" in sources.colnames else np.ones(len(sources))
     groups = []
     for pid in np.unique(parent):
         rows = np.flatnonzero(parent == pid)
-        groups += [rows] if len(rows) <= max_size else [np.array([r]) for r in rows]
+        if len(rows) > max_size:
+            groups += [np.array([r]) for r in rows]
+            continue
+        faint = flux[rows] < solo_ratio * flux[rows].max()
+        groups += ([rows[~faint]] if (~faint).any() else []) + [np.array([r]) for r in rows[faint]]
     return groups
 
 
@@ -78,77 +97,163 @@ class BuiltinEngine(Engine):
             return finalize(out, sources, detection, mdef, names)
         in_core = np.asarray(sources["IN_CORE"], bool) if "IN_CORE" in sources.colnames \
             else np.ones(len(sources), bool)
-        groups = [g for g in make_groups(sources, int(opts["max_group_size"])) if in_core[g].any()]
+        groups = [g for g in make_groups(sources, int(opts["max_group_size"]), float(opts["solo_ratio"]))
+                  if in_core[g].any()]
         groups.sort(key=lambda g: -float(np.nansum(np.asarray(sources["FLUX_AUTO"])[g])))
         work = {b.band: np.array(b.sci, dtype=np.float64) for b in bands}
         affines = {b.band: band_affine(detection, b) for b in bands}
-        modelled = np.zeros(len(sources), bool)
+        state = _TileState(sources, detection, bands, work, affines, mdef, opts, out)
         duration = np.zeros(len(sources))
-        models: dict[int, dict] = {}
         for npass in range(max(1, int(opts["passes"]))):
             for gi, rows in enumerate(groups):
                 start = time.perf_counter()
-                for name, (sl, img) in models.pop(gi, {}).items():
-                    work[name][sl] += img  # refit on data with every *other* model removed
-                out["FLAGS"][rows] = 0
-                models[gi] = self._fit_one(rows, sources, detection, bands, work, affines, modelled,
-                                           mdef, opts, out)
-                duration[rows] += (time.perf_counter() - start) / len(rows)
-                modelled[rows] = True
+                rows = state.fit_rows(gi, rows, npass)
+                if len(rows):
+                    duration[rows] += (time.perf_counter() - start) / len(rows)
         out["FIT_DURATION"][:] = duration
-        out["FLAGS"][~in_core & ~modelled] |= int(FitFlag.NOT_FITTED)
+        out["FLAGS"][~in_core & ~state.modelled] |= int(FitFlag.NOT_FITTED)
         return finalize(out, sources, detection, mdef, names)
 
-    def _fit_one(self, rows, sources, det, bands, work, affines, modelled, mdef, opts, out) -> dict:
+    def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:
+        return render_catalog(catalog, grid, load_model(model))
+
+
+class _TileState:
+    """The working images of one tile and what has been fitted on them."""
+
+    def __init__(self, sources, det, bands, work, affines, mdef, opts, out):
+        self.sources, self.det, self.bands, self.work = sources, det, bands, work
+        self.affines, self.mdef, self.opts, self.out = affines, mdef, opts, out
+        self.point = load_model("point") if opts["point_choice"] and mdef.name != "point" else None
+        self.modelled = np.zeros(len(sources), bool)
+        self.explained = np.zeros(len(sources), bool)
+        self.models: dict[int, dict] = {}
+
+    def fit_rows(self, gi: int, rows: np.ndarray, npass: int) -> np.ndarray:
+        """Fit group ``gi`` in pass ``npass``; returns the rows it fitted."""
+        out = self.out
+        if npass == 0:
+            rows = self._not_explained(rows)
+        else:
+            rows = rows[~self.explained[rows]]
+        if not len(rows):
+            return rows
+        saved = {k: v[rows].copy() for k, v in out.items()} if gi in self.models else None
+        previous = self.models.pop(gi, {})
+        self._add(previous, +1.0)  # refit on data with every *other* model removed
+        out["FLAGS"][rows] = 0
+        fitted = self._fit_one(rows)
+        if fitted:
+            self.models[gi] = fitted
+            self.modelled[rows] = True
+        elif saved is not None:  # the refit failed: keep the first pass, whose model stays subtracted
+            for k, v in saved.items():
+                out[k][rows] = v
+            out["FLAGS"][rows] |= int(FitFlag.REFIT_FAILED)
+            self._add(previous, -1.0)
+            self.models[gi] = previous
+        return rows
+
+    def _add(self, models: dict, sign: float) -> None:
+        for name, (sl, img) in models.items():
+            self.work[name][sl] += sign * img
+
+    def _not_explained(self, rows: np.ndarray) -> np.ndarray:
+        """Rows whose light the models subtracted so far do not explain; the
+        others are flagged EXPLAINED and their pixels freed for neighbours."""
+        s, opts = self.sources, self.opts
+        keep = []
+        for r in rows:
+            bbox = (slice(int(s["YMIN"][r]), int(s["YMAX"][r]) + 1),
+                    slice(int(s["XMIN"][r]), int(s["XMAX"][r]) + 1))
+            flux = segment_flux(self.det.segmap, int(s["SEGMENT_ID"][r]), bbox, self.bands,
+                                self.work, self.affines) if self.det.segmap is not None else None
+            if flux is not None and is_explained(flux, float(opts["reject_snr"]),
+                                                 float(opts["reject_explained"])):
+                self.explained[r] = self.modelled[r] = True
+                self.out["FLAGS"][r] |= int(FitFlag.EXPLAINED)
+                self.out["STOP_REASON"][r] = "explained_by_neighbour"
+            else:
+                keep.append(r)
+        return np.array(keep, dtype=int)
+
+    def _fit_one(self, rows: np.ndarray) -> dict:
         """Fit one group on the working images, subtract its model from them
         and return it (band -> (slice, image)); flags the rows on failure."""
-        win = _det_window(sources, rows, det.shape, opts)
-        seg_ids = set(int(s) for s in np.asarray(sources["SEGMENT_ID"])[rows])
+        s, det, opts, out = self.sources, self.det, self.opts, self.out
+        win = _det_window(s, rows, det.shape, opts)
+        seg_ids = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[rows])
         # segments already modelled were subtracted: their pixels are usable
-        done = set(int(s) for s in np.asarray(sources["SEGMENT_ID"])[modelled])
+        done = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[self.modelled])
         data = []
-        for b in bands:
-            bd = _band_data(b, det, win, affines[b.band], work[b.band], seg_ids | done, opts)
+        for b in self.bands:
+            bd = _band_data(b, det, win, self.affines[b.band], self.work[b.band], seg_ids | done, opts)
             if bd is not None and bd.npix > 0:
                 data.append(bd)
-        contexts = [detection_context(sources[r], det.pixel_scale) for r in rows]
+        contexts = [detection_context(s[r], det.pixel_scale) for r in rows]
+        fit = self._solve(self.mdef, rows, contexts, data, win)
+        if fit is None:
+            return {}
+        names = [d.name for d in data]
+        mdef = self.mdef
+        if self._try_point(rows):
+            pfit = self._solve(self.point, rows, contexts, data, win, quiet=True)
+            extra = len(mdef.parameter_names) - 2 + len(data) * (len(mdef.components) - 1)
+            if pfit is not None and prefer_point(fit.chi2, pfit.chi2, fit.n_pix, extra,
+                                                 float(opts["point_tolerance"])):
+                fit, mdef = pfit, self.point
+        for k, r in enumerate(rows):
+            if mdef is self.point:
+                fill_point_row(out, r, fit, names)
+            else:
+                fill_row(out, r, k, fit, mdef, names, blended=len(rows) > 1)
+        subtracted = {}
+        for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
+            sl, grid = _subtraction_grid(d, self.affines[d.name], self.work[d.name].shape,
+                                         int(opts["psf_radius"]))
+            img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
+            self.work[d.name][sl] -= img
+            subtracted[d.name] = (sl, img)
+        return subtracted
+
+    def _try_point(self, rows: np.ndarray) -> bool:
+        """A point-source fit is tried for single, significant detections."""
+        if self.point is None or len(rows) != 1:
+            return False
+        snr = float(self.sources["SNR"][rows[0]]) if "SNR" in self.sources.colnames else np.inf
+        return snr >= float(self.opts["point_min_snr"])
+
+    def _solve(self, mdef, rows, contexts, data, win, quiet: bool = False):
+        """Fit ``mdef`` to the group (detection-frame parameters) or flag the
+        rows and return None (unless ``quiet``: a trial fit flags nothing)."""
+        out, opts = self.out, self.opts
         inits = [mdef.initial(c) for c in contexts]
         starts = np.array([i[0] for i in inits])
         ranges = [i[1] for i in inits]
         n_free = starts.size + len(data) * len(rows) * len(mdef.components)
         if not data or sum(d.npix for d in data) <= n_free:
-            out["FLAGS"][rows] |= int(FitFlag.INSUFFICIENT_DATA)
-            return {}
+            if not quiet:
+                out["FLAGS"][rows] |= int(FitFlag.INSUFFICIENT_DATA)
+            return None
         x0, y0 = win[1].start, win[0].start
-        for s in starts:  # the solver works in window coordinates
-            s[0] -= x0
-            s[1] -= y0
-        for c, r in zip(contexts, ranges):
+        for st in starts:  # the solver works in window coordinates
+            st[0] -= x0
+            st[1] -= y0
+        for r in ranges:
             r[0] = type(r[0])(r[0].kind, r[0].lo - x0, r[0].hi - x0)
             r[1] = type(r[1])(r[1].kind, r[1].lo - y0, r[1].hi - y0)
         try:
             fit = fit_group(mdef, starts, ranges, contexts, data, int(opts["max_iterations"]),
                             float(opts["tolerance"]))
         except Exception as exc:  # flagged, never fatal for the tile
-            log.warning("fit of source rows %s failed: %s: %s", list(rows), type(exc).__name__, exc)
-            out["FLAGS"][rows] |= int(FitFlag.ERROR)
-            out["STOP_REASON"][rows] = f"error: {type(exc).__name__}"[:32]
-            return {}
+            if not quiet:
+                log.warning("fit of source rows %s failed: %s: %s", list(rows), type(exc).__name__, exc)
+                out["FLAGS"][rows] |= int(FitFlag.ERROR)
+                out["STOP_REASON"][rows] = f"error: {type(exc).__name__}"[:32]
+            return None
         fit.theta[:, 0] += x0
         fit.theta[:, 1] += y0
-        for k, r in enumerate(rows):
-            fill_row(out, r, k, fit, mdef, [d.name for d in data], blended=len(rows) > 1)
-        subtracted = {}
-        for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
-            sl, grid = _subtraction_grid(d, affines[d.name], work[d.name].shape,
-                                         int(opts["psf_radius"]))
-            img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
-            work[d.name][sl] -= img
-            subtracted[d.name] = (sl, img)
-        return subtracted
-
-    def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:
-        return render_catalog(catalog, grid, load_model(model))
+        return fit
 
 
 def _det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
@@ -172,7 +277,7 @@ def _subtraction_grid(bd: BandData, affine, shape, psf_radius: int) -> tuple[tup
     (0.02-0.03 mag, +5 % in n on 2.5" spacings) unless subtracted too."""
     a, t = affine
     sl = bd.meta_slice
-    grow = min(max(psf_radius, (sl[0].stop - sl[0].start) // 2, (sl[1].stop - sl[1].start) // 2), 150)
+    grow = min(max(psf_radius, (sl[0].stop - sl[0].start) // 2, (sl[1].stop - sl[1].start) // 2), psf_radius)
     y_lo, x_lo = max(sl[0].start - grow, 0), max(sl[1].start - grow, 0)
     y_hi, x_hi = min(sl[0].stop + grow, shape[0]), min(sl[1].stop + grow, shape[1])
     grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]), bd.grid.psf,
@@ -183,25 +288,13 @@ def _subtraction_grid(bd: BandData, affine, shape, psf_radius: int) -> tuple[tup
 def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segments, opts):
     """Pixels of ``band`` over the detection window, other segments masked."""
     a, t = affine
-    corners = np.array([[win[1].start - 0.5, win[0].start - 0.5], [win[1].stop - 0.5, win[0].stop - 0.5],
-                        [win[1].start - 0.5, win[0].stop - 0.5], [win[1].stop - 0.5, win[0].start - 0.5]])
-    bc = corners @ a.T + t
-    x_lo, x_hi = int(np.floor(bc[:, 0].min() + 0.5)), int(np.ceil(bc[:, 0].max() - 0.5)) + 1
-    y_lo, y_hi = int(np.floor(bc[:, 1].min() + 0.5)), int(np.ceil(bc[:, 1].max() - 0.5)) + 1
-    x_lo, y_lo = max(x_lo, 0), max(y_lo, 0)
-    x_hi, y_hi = min(x_hi, band.shape[1]), min(y_hi, band.shape[0])
-    if x_hi <= x_lo or y_hi <= y_lo:
+    sl = band_box(win, affine, band.shape)
+    if sl is None:
         return None
-    sl = (slice(y_lo, y_hi), slice(x_lo, x_hi))
+    y_lo, y_hi, x_lo, x_hi = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
     weight = np.array(band.wht[sl], dtype=np.float64)
     if det.segmap is not None:
-        yy, xx = np.mgrid[y_lo:y_hi, x_lo:x_hi]
-        ainv = np.linalg.inv(a)
-        dx = ainv[0, 0] * (xx - t[0]) + ainv[0, 1] * (yy - t[1])
-        dy = ainv[1, 0] * (xx - t[0]) + ainv[1, 1] * (yy - t[1])
-        ix = np.clip(np.round(dx).astype(int), 0, det.shape[1] - 1)
-        iy = np.clip(np.round(dy).astype(int), 0, det.shape[0] - 1)
-        seg = det.segmap[iy, ix]
+        seg = segments_on_band(det.segmap, affine, sl)
         other = (seg > 0) & ~np.isin(seg, list(keep_segments))
         weight[other] = 0.0
     psf = band.psf.stamp(oversampling=1)

@@ -14,3 +14,5 @@ class FitFlag(IntFlag):
     AT_BOUND = 512              # a parameter ended at the edge of its range
     NOT_FITTED = 1024           # a neighbour outside this tile's core, not fitted here
     DEGENERATE = 2048           # shape at a known artefact (n at a bound, q >= 0.99)
+    EXPLAINED = 4096            # light explained by brighter neighbours' models: not fitted, rejected
+    REFIT_FAILED = 8192         # the second pass failed; the first pass's values are kept

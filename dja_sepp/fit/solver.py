@@ -54,6 +54,8 @@ class GroupFit:
     success: bool
     at_bound: np.ndarray         # (m, p) bool
     models: dict = field(default_factory=dict)  # band -> model image of the group
+    chi2: float = float("nan")   # sum of squared weighted pixel residuals
+    n_pix: int = 0               # pixels with weight
 
 
 class _Problem:
@@ -249,9 +251,10 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
     # linear solve plus the shape covariance propagated through df/dz
     flux_err = {b: np.sqrt(np.clip(np.diag(c + g @ cov_z @ g.T), 0, None)).reshape(prob.m, prob.c)
                 for b, (c, g) in covs.items()}
-    return GroupFit(th, err, fluxes, flux_err, float(np.sum(r_pix ** 2) / dof), int(result.nfev),
+    chi2 = float(np.sum(r_pix ** 2))
+    return GroupFit(th, err, fluxes, flux_err, chi2 / dof, int(result.nfev),
                     _STOP.get(result.status, str(result.status)), bool(result.status > 0),
-                    at_bound, models)
+                    at_bound, models, chi2, n_pix)
 
 
 def render_group(model: ModelDefinition, theta: np.ndarray, fluxes: np.ndarray,
