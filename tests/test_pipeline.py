@@ -112,3 +112,17 @@ def test_rerun_reuses_ok_tiles(small_field, dask_client, tiled):
     assert again.n_skipped == 4 and again.complete
     np.testing.assert_array_equal(Table.read(again.catalog_path)["RA"],
                                   Table.read(tiled.catalog_path)["RA"])
+
+
+def test_rejected_detections_are_kept_with_their_reason(tiled):
+    from pathlib import Path
+    cat = Table.read(tiled.catalog_path)
+    rejected = Table.read(Path(tiled.catalog_path).with_name("catalog_rejected.fits"))
+    reasons = set(np.char.strip(np.asarray(rejected["REJECT_REASON"]).astype(str)))
+    assert len(rejected) > 0 and "core_threshold" in reasons
+    assert reasons <= {"core_threshold", "cleaned", "explained_by_neighbour"}
+    assert len(set(rejected["ID"])) == len(rejected)
+    # a detection is either a catalog row or a rejected one, never both
+    kept = set(zip(np.round(cat["X_IMAGE"], 4), np.round(cat["Y_IMAGE"], 4)))
+    assert not kept & set(zip(np.round(rejected["X_IMAGE"], 4), np.round(rejected["Y_IMAGE"], 4)))
+    assert set(np.char.strip(np.asarray(cat["MODEL"]).astype(str))) <= {"sersic_rg4", "point"}

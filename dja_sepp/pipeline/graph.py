@@ -20,7 +20,7 @@ from ..io.store import RunStore
 from ..merge import MergeStats, merge_catalogs
 from ..settings import dump_config, load_config, model_path
 from ..tiling import TileGrid, make_tiles
-from .tile_task import catalog_name, process_tile, tile_input_hash
+from .tile_task import catalog_name, process_tile, rejected_name, tile_input_hash
 
 __all__ = ["run", "RunResult", "field_from_config", "merge_run"]
 
@@ -198,7 +198,19 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
         result.catalogs[model] = store.url(f"{name}.fits")
         if i == 0:
             result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
+        _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model)
     return result
+
+
+def _merge_rejected(store: RunStore, grid: TileGrid, tiles, name: str, model: str) -> None:
+    """``{catalog}_rejected.fits``: every detection of the field that is not a
+    catalog row, with ``REJECT_REASON`` (tiles from before this step have none)."""
+    tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in tiles
+              if store.exists(f"tiles/{t.id}/{name}.parquet")]
+    merged, _ = merge_catalogs(tables, grid, 0.0)
+    merged.meta["MODEL"] = model
+    merged.meta["COMMENT"] = "detections not in the catalog: REJECT_REASON says why"
+    store.write_table(f"{name}.fits", merged)
 
 
 def _check_models(cfg: Mapping[str, Any]) -> None:

@@ -18,16 +18,17 @@ from contextlib import contextmanager
 from typing import Any, Mapping
 
 import numpy as np
-from astropy.table import Table, hstack
+from astropy.table import Table, hstack, vstack
 
 from .. import __version__
 from ..fit.base import BandCutout, get_engine
+from ..fit.flags import FitFlag
 from ..io.field import Field
 from ..io.store import RunStore
 from ..settings import config_hash
 from ..tiling import Tile
 
-__all__ = ["process_tile", "tile_input_hash", "catalog_name", "blank_reason"]
+__all__ = ["process_tile", "tile_input_hash", "catalog_name", "rejected_name", "blank_reason"]
 
 # Columns of the detection table kept in catalogs (the rest is working data).
 _DROP_DETECTION = ("x", "y", "XMIN", "XMAX", "YMIN", "YMAX")
@@ -36,6 +37,11 @@ _DROP_DETECTION = ("x", "y", "XMIN", "XMAX", "YMIN", "YMAX")
 def catalog_name(model: str, primary: bool) -> str:
     """File name of a model's catalog: ``catalog`` for the primary model."""
     return "catalog" if primary else f"catalog_{model}"
+
+
+def rejected_name(model: str, primary: bool) -> str:
+    """File name of the rows rejected for a model's catalog (``catalog_rejected``)."""
+    return f"{catalog_name(model, primary)}_rejected"
 
 
 def tile_input_hash(tile: Tile, field: Field, config: Mapping[str, Any],
@@ -139,13 +145,15 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
     with _timed(timings, "read"):
         det = field.detection.cutout(tile.halo)
     with _timed(timings, "detect"):
-        sources, segmap = detect_sources(det, config["detection"])
+        sources, segmap, rejected = detect_sources(det, config["detection"], return_rejected=True)
         det.segmap = segmap
         ys, xs = tile.halo
-        sources["IN_CORE"] = tile.in_core(np.asarray(sources["x"]) + xs.start,
-                                          np.asarray(sources["y"]) + ys.start)
+        for table in (sources, rejected):
+            table["IN_CORE"] = tile.in_core(np.asarray(table["x"]) + xs.start,
+                                            np.asarray(table["y"]) + ys.start)
     status["n_detected"] = len(sources)
     status["n_sources"] = int(np.count_nonzero(sources["IN_CORE"]))
+    status["n_rejected_detections"] = int(np.count_nonzero(rejected["IN_CORE"]))
     bands, dropped = [], {}
     with _timed(timings, "read"):
         for name, image in field.bands.items():
@@ -174,7 +182,27 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
                 fitted = engine.fit(sources, det, bands, model, options=config["fit"])
         with _timed(timings, "write"):
             table = _tile_catalog(sources, fitted, tile, dropped)
-            store.write_table(f"tiles/{tile.id}/{catalog_name(model, i == 0)}.parquet", table)
+            explained = (np.asarray(table["FLAGS"]) & int(FitFlag.EXPLAINED)) > 0
+            store.write_table(f"tiles/{tile.id}/{catalog_name(model, i == 0)}.parquet", table[~explained])
+            store.write_table(f"tiles/{tile.id}/{rejected_name(model, i == 0)}.parquet",
+                              _rejected_rows(rejected, table[explained], tile))
+
+
+def _rejected_rows(rejected: Table, explained: Table, tile: Tile) -> Table:
+    """Detections this tile's core owns that are not in its catalog, with why:
+    removed by detection (``core_threshold``, ``cleaned``) or explained by a
+    brighter neighbour's model (``explained_by_neighbour``, with its fit columns)."""
+    keep = [c for c in rejected.colnames if c not in _DROP_DETECTION]
+    det = rejected[keep][np.asarray(rejected["IN_CORE"], bool)]
+    det.remove_column("IN_CORE")
+    det["TILE_ID"] = np.array([tile.id] * len(det), dtype="U16")
+    explained = explained.copy()
+    explained["REJECT_REASON"] = np.array(["explained_by_neighbour"] * len(explained), dtype="U24")
+    explained["MERGED_INTO"] = np.zeros(len(explained), dtype=np.int32)
+    out = vstack([det, explained], join_type="outer", metadata_conflicts="silent") \
+        if len(explained) else det
+    out.meta.clear()
+    return out
 
 
 def _tile_catalog(sources: Table, fitted: Table, tile: Tile, dropped: Mapping[str, str]) -> Table:
