@@ -163,3 +163,30 @@ def test_low_snr_and_near_bright_flags():
     assert faint["FLAGS_DET"] & DetectionFlag.LOW_SNR
     assert near["FLAGS_DET"] & DetectionFlag.NEAR_BRIGHT       # 12 px = 0.48" from a 4.4 mag brighter one
     assert not bright["FLAGS_DET"] & (DetectionFlag.NEAR_BRIGHT | DetectionFlag.LOW_SNR)
+
+
+@pytest.mark.parametrize("width", [1.5, 2.0, 3.0])
+def test_noise_correlation_factor_of_drizzle_like_noise(width):
+    from dja_sepp.detect.noise import box_sum_ratio, noise_correlation
+    from dja_sepp.sim.noise import correlated_normal, noise_correlation_factor
+    rng = np.random.default_rng(4)
+    img = correlated_normal(rng, (512, 512), width)
+    wht = np.ones_like(img)
+    expected = noise_correlation_factor(width)            # 2.0, 2.67, 3.0
+    assert noise_correlation(img, wht) == pytest.approx(expected, rel=0.03)
+    # the empty-aperture check of the same thing (15 px boxes; edge losses of a few %)
+    assert box_sum_ratio(img, wht, 15) == pytest.approx(expected, rel=0.15)
+    assert noise_correlation(rng.normal(size=(512, 512)), wht) < 1.03   # white noise
+
+
+def test_detection_errors_include_correlated_noise():
+    from dja_sepp.sim.noise import correlated_normal, noise_correlation_factor
+    img = _blobs([(64.0, 64.0)], [3000.0], shape=(256, 256), noise=0.0)
+    img += correlated_normal(np.random.default_rng(5), img.shape, 2.0).astype(np.float32)
+    plain, _ = detect_sources(_cut(img), {"noise_correlation": False, "thresh": 3.0})
+    table, _ = detect_sources(_cut(img), {"thresh": 3.0})
+    factor = table.meta["NOISECOR"][0]
+    assert factor == pytest.approx(noise_correlation_factor(2.0), rel=0.05)
+    src = np.argmin(np.hypot(table["x"] - 64, table["y"] - 64))
+    ref = np.argmin(np.hypot(plain["x"] - 64, plain["y"] - 64))
+    assert table["FLUXERR_AUTO"][src] == pytest.approx(factor * plain["FLUXERR_AUTO"][ref], rel=1e-3)

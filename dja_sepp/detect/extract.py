@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from ..fit.base import BandCutout
 from .cleaning import DetectionFlag, apply_merges, cleaning_merges, core_counts
+from .noise import noise_correlation
 
 __all__ = ["detect_sources", "gaussian_kernel", "DETECTION_COLUMNS", "DEFAULTS", "REJECTED_COLUMNS"]
 
@@ -29,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "filter_size": 3, "deblend_nthresh": 42, "deblend_cont": 1e-4, "clean": True,
     "clean_param": 1.0, "clean_minarea": 15, "core_thresh": 1.5, "core_minarea": 9,
     "kron_factor": 2.5, "kron_min_radius": 3.5, "snr_doubtful": 5.0, "near_bright_dmag": 3.0,
-    "near_bright_radius": 1.5,
+    "near_bright_radius": 1.5, "noise_correlation": True,
     # SExtractor/SE++ convolve and compare with thresh x the unfiltered sigma ("conv");
     # sep's default "matched" rescales by the filtered noise and finds other sources.
     "filter_type": "conv",
@@ -105,14 +106,27 @@ def detect_sources(det: BandCutout, config: Mapping[str, Any] | None = None,
     merged = {int(k): int(host[k]) for k in np.flatnonzero(host >= 0)}
     clean_seg = new_id[apply_merges(np.where(np.isin(segmap, noise), 0, segmap), merged)]
     table = _measure(objects[keep], data, err, mask, clean_seg, det, cfg)
+    factor = noise_correlation(data, np.where(mask, 0, wht), clean_seg > 0) \
+        if cfg.get("noise_correlation") else 1.0
+    _correct_errors(table, factor)
     table["FLAGS_DET"] |= _our_flags(table, cfg, det.pixel_scale, keep, host, snr, clean_seg)
     rejected = None
     if return_rejected:
         rejected = _measure(objects[~keep], data, err, mask, segmap, det, cfg,
                             seg_ids=np.flatnonzero(~keep) + 1)
+        _correct_errors(rejected, factor)
         rejected["REJECT_REASON"] = np.asarray(reason[~keep], dtype="U24")
         rejected["MERGED_INTO"] = np.where(host[~keep] >= 0, new_id[host[~keep] + 1], 0).astype(np.int32)
     return _result(table, clean_seg.astype(np.int32), rejected, return_rejected)
+
+
+def _correct_errors(table: Table, factor: float) -> None:
+    """Flux errors of correlated noise (see :mod:`.noise`): errors from the
+    weight map times the measured factor; recorded as ``NOISECOR``."""
+    for col in ("FLUXERR_AUTO", "FLUXERR_ISO"):
+        table[col] *= factor
+    table["SNR"] /= factor
+    table.meta["NOISECOR"] = (round(factor, 4), "flux errors x this: correlated noise")
 
 
 def _result(table, segmap, rejected, return_rejected):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from astropy.table import Table
 
 from ..io.field import Field
@@ -59,6 +60,7 @@ class RunResult:
     timings: dict[str, float] = dc_field(default_factory=dict)
     catalogs: dict[str, str] = dc_field(default_factory=dict)
     mosaic_path: str | None = None
+    noise_correlation: dict[str, float] = dc_field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -163,7 +165,8 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     store.write_json("summary.json", {
         "complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
         "n_reused": result.n_skipped, "failed": failed, "timings": timings,
-        "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs})
+        "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
+        "noise_correlation": result.noise_correlation})
     return result
 
 
@@ -175,15 +178,20 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
     whole field.
     """
     models = list(cfg["fit"]["models"])
-    ok_tiles, missing = [], []
+    ok_tiles, missing, noise = [], [], {}
     for tile in grid.tiles:
         rel = f"tiles/{tile.id}/status.json"
-        if store.exists(rel) and store.read_json(rel).get("state") == "ok":
+        status = store.read_json(rel) if store.exists(rel) else {}
+        if status.get("state") == "ok":
             ok_tiles.append(tile)
+            for band, factor in status.get("noise_correlation", {}).items():
+                noise.setdefault(band, []).append(factor)
         else:
             missing.append(tile.id)
     result = RunResult(store.root, None, len(grid.tiles), len(ok_tiles), 0,
                        {t: "not ok" for t in missing})
+    # flux errors of each tile were multiplied by its own factor; the field's median is reported
+    result.noise_correlation = {b: round(float(np.median(v)), 4) for b, v in noise.items()}
     for i, model in enumerate(models):
         name = catalog_name(model, i == 0)
         tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in ok_tiles]

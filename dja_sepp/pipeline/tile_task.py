@@ -168,6 +168,11 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
                 raise ValueError(f"band {name}: no PSF given or built")
             bands.append(cut)
     status["dropped_bands"] = dropped
+    with _timed(timings, "noise"):
+        noise = {"DETECTION": float(sources.meta.get("NOISECOR", (1.0,))[0])}
+        if config["detection"].get("noise_correlation", True):
+            noise.update({cut.band: _band_noise(cut, det) for cut in bands})
+    status["noise_correlation"] = noise
     if dropped:
         status["warnings"] = [f"band {b} dropped over tile {tile.id}: {r}" for b, r in dropped.items()]
     if debug_sleep:  # test hook: simulate a stalled tile (see tests of timeouts)
@@ -181,11 +186,31 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
                 warnings.simplefilter("ignore", RuntimeWarning)
                 fitted = engine.fit(sources, det, bands, model, options=config["fit"])
         with _timed(timings, "write"):
+            _scale_flux_errors(fitted, noise)
             table = _tile_catalog(sources, fitted, tile, dropped)
             explained = (np.asarray(table["FLAGS"]) & int(FitFlag.EXPLAINED)) > 0
             store.write_table(f"tiles/{tile.id}/{catalog_name(model, i == 0)}.parquet", table[~explained])
             store.write_table(f"tiles/{tile.id}/{rejected_name(model, i == 0)}.parquet",
                               _rejected_rows(rejected, table[explained], tile))
+
+
+def _band_noise(cut: BandCutout, det: BandCutout, side: int = 1024) -> float:
+    """Correlated-noise factor of one band cutout (central ``side`` square,
+    sources of the detection segmentation masked)."""
+    from ..detect.noise import noise_correlation
+    from ..fit.engine import band_affine
+    from ..fit.triage import segments_on_band
+    sl = tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side)) for n in cut.shape)
+    seg = segments_on_band(det.segmap, band_affine(det, cut), sl)
+    return noise_correlation(cut.sci[sl], cut.wht[sl], seg > 0)
+
+
+def _scale_flux_errors(fitted: Table, noise: Mapping[str, float]) -> None:
+    """Model flux, magnitude and B/T errors of each band times its noise factor."""
+    for band, factor in noise.items():
+        for col in fitted.colnames:
+            if col.endswith(f"_{band}_err") and col.startswith(("FLUX_MODEL", "MAG_MODEL", "B/T")):
+                fitted[col] *= factor
 
 
 def _rejected_rows(rejected: Table, explained: Table, tile: Tile) -> Table:
