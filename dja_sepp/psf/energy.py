@@ -1,0 +1,423 @@
+"""Encircled energy of a band out to large radius, from its PSF stars.
+
+A PSF stamp of ~35 px holds only ~86-92 % of a JWST star's light (the rest is
+in the Airy rings and diffraction spikes out to several arcsec); a model made
+with a unit-sum stamp then gives fluxes 7-14 % low. This module measures the
+curve of growth of the selected stars to large radius so that a stamp can
+carry the fraction of the *total* light that falls in its footprint.
+
+Per star: a cutout out to the background annulus, other sources masked (one
+segmentation without deblending, so the star's own spikes stay with it), the
+mean surface brightness in annuli over the unmasked pixels (photutils'
+:class:`~photutils.profiles.RadialProfile`, exact overlaps), minus the star's
+local background (mean of the outer annulus). Profiles are normalised by each
+star's flux within a fixed radius and stacked (inverse-variance weights,
+clipped). Beyond ``wing_from`` the stack is fitted by ``K r^-index`` (the
+azimuthal mean of Airy rings and spikes falls as r^-3); the same model gives
+the star's own light in the background annulus (added back) and the light
+beyond ``r_max`` (the tail).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from astropy.table import Table
+
+from ..settings import default_config
+
+__all__ = ["EnergyCurve", "measure_energy", "stamp_fraction", "DEFAULTS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = default_config()["psf"]["energy"]
+
+
+@dataclass
+class EnergyCurve:
+    """Encircled energy of one band as a fraction of the total light.
+
+    Attributes
+    ----------
+    band : str
+    pixel_scale : float
+        Arcsec per band pixel.
+    radius : ndarray
+        Outer radii of the annuli (band pixels), up to ``r_max``.
+    ee : ndarray
+        Fraction of the total light within each ``radius``.
+    tail : float
+        Fraction beyond ``reach`` (from the wing model).
+    reach : float
+        Radius (band pixels) out to which the stack has ``snr_reach`` S/N
+        (at most ``r_max``): measured inside, wing model beyond.
+    n_stars : int
+    wing_amplitude : float
+        ``K`` of the wing model, per unit of total flux (band-pixel units).
+    wing_index : float
+    surface : ndarray
+        Mean surface brightness per annulus (ending at ``radius``), per unit
+        of total flux and band pixel.
+    """
+
+    band: str
+    pixel_scale: float
+    radius: np.ndarray
+    ee: np.ndarray
+    tail: float
+    reach: float
+    n_stars: int
+    wing_amplitude: float
+    wing_index: float
+    surface: np.ndarray = None
+    meta: dict = field(default_factory=dict)
+
+    def at(self, r_pix: float) -> float:
+        """Fraction of the total light within ``r_pix`` band pixels; beyond
+        the reach from the wing model."""
+        r_max = float(self.radius[-1])
+        if r_pix <= r_max:
+            return float(np.interp(r_pix, np.r_[0.0, self.radius], np.r_[0.0, self.ee]))
+        return 1.0 - self.tail * (r_max / r_pix) ** (self.wing_index - 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (radii in arcsec)."""
+        return {"radius_arcsec": np.round(self.radius * self.pixel_scale, 4).tolist(),
+                "ee": np.round(self.ee, 5).tolist(), "tail_beyond_reach": round(self.tail, 5),
+                "reach_arcsec": round(self.reach * self.pixel_scale, 3), "n_stars": self.n_stars,
+                "wing_index": self.wing_index, **self.meta}
+
+
+def _edges(norm_radius: float, r_max: float, bg: tuple[float, float]) -> np.ndarray:
+    """Annulus edges (pixels): 1 px steps to past ``norm_radius`` (so that
+    stamp-sized radii are edges), then 8 % steps to ``r_max``, then the
+    background annulus as the last bin."""
+    lin = np.arange(0.0, np.ceil(norm_radius) + 4.0)
+    geo = [lin[-1]]
+    while geo[-1] * 1.08 < r_max:
+        geo.append(geo[-1] * 1.08)
+    edges = np.r_[lin, geo[1:], r_max]
+    if bg[0] > r_max:
+        edges = np.r_[edges, bg[0]]
+    return np.r_[edges, bg[1]]
+
+
+def _window(image, x: float, y: float, half: int):
+    """Science and weight around ``(x, y)``; pixels beyond the mosaic get zero
+    weight (partial annuli are fine: they are means over valid pixels)."""
+    ix, iy = int(round(x)), int(round(y))
+    ny, nx = image.shape
+    y0, y1, x0, x1 = iy - half, iy + half + 1, ix - half, ix + half + 1
+    sci = np.zeros((2 * half + 1,) * 2, np.float64)
+    wht = np.zeros_like(sci)
+    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)
+    if cy1 <= cy0 or cx1 <= cx0:
+        return None
+    s, w = image.read((slice(cy0, cy1), slice(cx0, cx1)))
+    sci[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = s
+    wht[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = w
+    return sci, wht, (x - x0, y - y0)
+
+
+@dataclass
+class _Star:
+    sci: np.ndarray
+    wht: np.ndarray
+    xy: tuple[float, float]
+    scale: float = 1.0
+    mask: np.ndarray | None = None
+    flux: float = 0.0
+
+
+def _load_star(image, x: float, y: float, half: int) -> _Star | None:
+    """Cutout of one star, centre refined on its peak (the catalog position
+    may be off by a fraction of a pixel)."""
+    from photutils.centroids import centroid_quadratic
+    got = _window(image, x, y, half)
+    if got is None:
+        return None
+    sci, wht, xy = got
+    ix, iy = int(round(xy[0])), int(round(xy[1]))
+    if np.any(wht[iy - 3:iy + 4, ix - 3:ix + 4] <= 0):
+        return None
+    cx, cy = centroid_quadratic(sci[iy - 3:iy + 4, ix - 3:ix + 4], fit_boxsize=5)
+    if np.isfinite(cx) and np.isfinite(cy) and np.hypot(cx + ix - 3 - xy[0], cy + iy - 3 - xy[1]) < 1.5:
+        xy = (float(cx + ix - 3), float(cy + iy - 3))
+    return _Star(sci, wht, xy, image.pixel_scale)
+
+
+def _segments(data: np.ndarray, err: np.ndarray, valid: np.ndarray, thresh: float,
+              deblend_cont: float, ellipse: float = 0.0, smooth: float = 0.0) -> np.ndarray:
+    """Segmentation map (0 = sky); with ``ellipse`` > 0 every object is also
+    covered out to ``ellipse`` times its second-moment ellipse (faint wings
+    of galaxies lie far outside their isophotes)."""
+    import sep
+    kernel = _gauss_kernel(smooth) if smooth > 0 else None
+    data = np.ascontiguousarray(np.where(valid, data, 0), dtype=np.float32)
+    objs, seg = sep.extract(data, thresh, err=np.ascontiguousarray(err, dtype=np.float32), minarea=5,
+                            segmentation_map=True, deblend_cont=deblend_cont, mask=~valid,
+                            **({"filter_kernel": kernel} if kernel is not None else {}))
+    if ellipse > 0 and len(objs):
+        cover = np.zeros(seg.shape, dtype=bool)
+        sep.mask_ellipse(cover, objs["x"], objs["y"], objs["a"], objs["b"], objs["theta"], r=ellipse)
+        seg = np.where((seg == 0) & cover, len(objs) + 1, seg)
+    return seg
+
+
+def _gauss_kernel(sigma: float) -> np.ndarray:
+    h = int(np.ceil(3 * sigma))
+    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
+    return np.exp(-0.5 * (xx ** 2 + yy ** 2) / sigma ** 2).astype(np.float32)
+
+
+def _noise(star: _Star) -> np.ndarray:
+    valid = star.wht > 0
+    return np.where(valid, 1 / np.sqrt(np.where(valid, star.wht, 1)), 0.0)
+
+
+def _first_mask(star: _Star, s: Mapping[str, Any]) -> np.ndarray:
+    """Generous mask: deblended neighbours (may include fragments of the
+    star's own spikes; only used to build the 2-D stack, where fainter stars
+    fill them in)."""
+    from scipy.ndimage import binary_dilation
+    valid = star.wht > 0
+    seg = _segments(star.sci, _noise(star), valid, float(s["neighbour_thresh"]), 0.005)
+    c = seg[int(round(star.xy[1])), int(round(star.xy[0]))]
+    return binary_dilation((seg > 0) & (seg != c), iterations=int(s["neighbour_grow"])) | ~valid
+
+
+def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    from scipy.ndimage import shift
+    return shift(img, (dy, dx), order=3, mode="constant", cval=0.0)
+
+
+def _model_stack(stars: list[_Star], norm_radius: float) -> np.ndarray:
+    """2-D stack of the stars centred on the central pixel, unit flux within
+    ``norm_radius``: inverse-variance weighted mean of the unmasked pixels."""
+    from photutils.aperture import CircularAperture
+    num = np.zeros_like(stars[0].sci)
+    den = np.zeros_like(num)
+    c = (num.shape[1] - 1) / 2.0
+    for st in stars:
+        st.flux = float(CircularAperture(st.xy, norm_radius).do_photometry(st.sci, method="exact")[0][0])
+        if st.flux <= 0:
+            continue
+        dx, dy = c - st.xy[0], c - st.xy[1]
+        good = _shift((~st.mask).astype(float), dx, dy) > 0.99
+        w = st.flux ** 2 * float(np.median(st.wht[st.wht > 0]))
+        num += np.where(good, _shift(np.where(st.mask, 0, st.sci), dx, dy) / st.flux, 0) * w
+        den += good * w
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def _residual_mask(star: _Star, model: np.ndarray, s: Mapping[str, Any]) -> np.ndarray:
+    """Other sources: what the star minus the scaled stack leaves above the
+    noise (plus a tolerance of the model, so core mismatches stay unmasked)."""
+    from scipy.ndimage import binary_dilation
+    c = (model.shape[1] - 1) / 2.0
+    scaled = star.flux * _shift(model, star.xy[0] - c, star.xy[1] - c)
+    valid = star.wht > 0
+    err = np.hypot(_noise(star), float(s["model_tolerance"]) * np.abs(scaled))
+    err = np.where(valid, err, 1.0)
+    seg = _segments(star.sci - scaled, err, valid, float(s["neighbour_thresh"]), 1.0,
+                    float(s["neighbour_ellipse"]), float(s["neighbour_smooth"]))
+    mask = binary_dilation(seg > 0, iterations=int(s["neighbour_grow"]))
+    # the stars are isolated (no bright neighbour within ``psf.stars.isolation``):
+    # what is left near the core is the star's own mismatch with the stack
+    yy, xx = np.indices(mask.shape)
+    mask &= np.hypot(xx - star.xy[0], yy - star.xy[1]) > float(s["core_radius"]) / star.scale
+    return mask | ~valid
+
+
+def _background(star: _Star, r0: float, r1: float, mean: float, how) -> float:
+    """Local background of a star in the annulus ``[r0, r1]``: the mean or a
+    sigma-clipped median of the unmasked pixels."""
+    if how != "median":
+        return mean
+    from astropy.stats import sigma_clipped_stats
+    yy, xx = np.indices(star.sci.shape)
+    r = np.hypot(xx - star.xy[0], yy - star.xy[1])
+    pix = star.sci[(r >= r0) & (r < r1) & ~star.mask]
+    return float(sigma_clipped_stats(pix, sigma=3.0)[1])
+
+
+def _star_profile(star: _Star, edges: np.ndarray, local_background="mean"):
+    """Background-subtracted mean surface brightness per annulus of one star,
+    its error, and the valid area fraction per annulus."""
+    from photutils.profiles import RadialProfile
+    if star.mask[int(round(star.xy[1])), int(round(star.xy[0]))]:
+        return None
+    prof = RadialProfile(star.sci, star.xy, edges, error=_noise(star), mask=star.mask)
+    frac = np.asarray(prof.area, float) / (np.pi * np.diff(edges ** 2))
+    mean = np.asarray(prof.profile, float)
+    perr = np.asarray(prof.profile_error, float)
+    if frac[-1] < 0.3 or np.any(frac[:4] < 0.9):
+        return None   # no background measurement, or the core is masked
+    if local_background:   # the last (outer) annulus
+        mean = mean - _background(star, edges[-2], edges[-1], mean[-1], local_background)
+        perr = np.hypot(perr, perr[-1])
+    return mean, perr, frac
+
+
+def _stack(profiles: list, norm_idx: int, full: np.ndarray, clip: float):
+    """Normalise each profile by its flux within edge ``norm_idx`` and combine
+    (inverse-variance weights, stars clipped per annulus against the stack)."""
+    vals, errs = [], []
+    for mean, perr, frac in profiles:
+        norm = float(np.sum(mean[:norm_idx] * full[:norm_idx]))
+        if norm <= 0:
+            continue
+        ok = frac > 0.2
+        vals.append(np.where(ok, mean / norm, np.nan))
+        errs.append(np.where(ok, perr / norm, np.nan))
+    vals, errs = np.array(vals), np.array(errs)
+    w = np.where(np.isfinite(vals) & (errs > 0), 1 / np.where(errs > 0, errs, 1) ** 2, 0.0)
+    vals = np.nan_to_num(vals)
+    for _ in range(3):
+        stack = np.sum(w * vals, 0) / np.maximum(np.sum(w, 0), 1e-300)
+        # the scatter between stars (sub-pixel centring, residual neighbours)
+        # exceeds the pixel noise near the core: clip on both
+        spread = _wmad(vals, w, stack)
+        bad = np.abs(vals - stack) > clip * np.hypot(np.sqrt(1 / np.maximum(w, 1e-300)), spread)
+        w = np.where(bad, 0.0, w)
+    stack = np.sum(w * vals, 0) / np.maximum(np.sum(w, 0), 1e-300)
+    # neighbours' light left after masking scatters the stars more than the
+    # pixel noise says: the error is the larger of the two
+    sw = np.maximum(np.sum(w, 0), 1e-300)
+    empirical = np.sqrt(np.sum(w ** 2 * (vals - stack) ** 2, 0)) / sw
+    err = np.maximum(1 / np.sqrt(sw), empirical)
+    return stack, err, len(vals)
+
+
+def _wmad(vals: np.ndarray, w: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Robust spread of the stars about ``centre`` per annulus."""
+    dev = np.abs(vals - centre)
+    out = np.zeros(vals.shape[1])
+    for k in range(vals.shape[1]):
+        use = w[:, k] > 0
+        if use.sum() >= 3:
+            out[k] = 1.4826 * np.median(dev[use, k])
+    return out
+
+
+def _ring_mean_power(r0: np.ndarray, r1: np.ndarray, index: float) -> np.ndarray:
+    """Area mean of ``r^-index`` over annuli ``[r0, r1]`` (index != 2)."""
+    p = 2.0 - index
+    return 2.0 * (r1 ** p - r0 ** p) / p / (r1 ** 2 - r0 ** 2)
+
+
+def _fit_wing(stack, err, edges, lo: float, index: float, u_bg: float) -> float:
+    """``K`` of ``S(r) = K r^-index`` fitted to the (background-subtracted)
+    stack over the annuli from ``lo`` on (at least the last three)."""
+    r0, r1 = edges[:-1], edges[1:]
+    use = (r0 >= lo) & (r0 >= 1.0) & (err > 0)
+    if use.sum() < 3:
+        use = np.zeros(len(r0), bool)
+        use[-3:] = True
+    m = _ring_mean_power(r0[use], r1[use], index) - u_bg
+    w = 1 / err[use] ** 2
+    return max(float(np.sum(w * m * stack[use]) / np.sum(w * m ** 2)), 0.0)
+
+
+def _reach(stack, err, edges, start: int, snr: float, r_max: float) -> int:
+    """Number of annuli (from the centre) measured with S/N >= ``snr``,
+    at least those inside the normalisation radius, at most to ``r_max``."""
+    low = np.nonzero((stack[start:] < snr * err[start:]) | (edges[start + 1:] > r_max + 1e-9))[0]
+    return start + (int(low[0]) if len(low) else len(stack) - 1 - start)
+
+
+def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = None,
+                   norm_radius: float = 17.0) -> EnergyCurve:
+    """Encircled energy of ``image``'s band from ``stars`` (RA/DEC columns).
+
+    Parameters
+    ----------
+    image : dja_sepp.io.field.Image
+        The band mosaic.
+    stars : Table
+        Selected PSF stars (``RA``, ``DEC``).
+    settings : mapping, optional
+        Overrides of ``psf.energy`` (see ``config/defaults.yaml``).
+    norm_radius : float
+        Band pixels: each star is normalised by its flux within this radius
+        (any radius well inside the stamp; the result does not depend on it).
+
+    Raises
+    ------
+    ValueError
+        When fewer than 3 stars give a usable profile.
+    """
+    s = {**DEFAULTS, **(settings or {})}
+    scale = image.pixel_scale
+    r_max, index = float(s["r_max"]) / scale, float(s["wing_index"])
+    bg = (float(s["background"][0]) / scale, float(s["background"][1]) / scale)
+    edges = _edges(norm_radius, r_max, bg)
+    profiles = _profiles(image, stars, edges, norm_radius, s)
+    full = np.pi * np.diff(edges ** 2)
+    norm_idx = int(np.searchsorted(edges, norm_radius))   # an edge by construction
+    stack, err, n = _stack(profiles, norm_idx, full, float(s["clip"]))
+    # a local background removed each star's own wing light in the outer
+    # annulus: the wing model says how much, and it is added back everywhere
+    u_bg = _ring_mean_power(edges[-2], edges[-1], index) if s["local_background"] else 0.0
+    reach_n = _reach(stack, err, edges, norm_idx, float(s["snr_reach"]), r_max)
+    k = _fit_wing(stack[:reach_n], err[:reach_n], edges[:reach_n + 1],
+                  float(s["wing_from"]) * edges[reach_n], index, u_bg)
+    reach = float(edges[reach_n])
+    flux = (stack[:reach_n] + k * u_bg) * full[:reach_n]
+    # beyond the reach the neighbours' light left after masking outweighs
+    # the star's: the wing model carries the rest
+    tail = 2 * np.pi * k * reach ** (2 - index) / (index - 2)
+    total = float(np.sum(flux) + tail)
+    curve = EnergyCurve(image.band, scale, edges[1:reach_n + 1], np.cumsum(flux) / total, tail / total,
+                        reach, n, k / total, index, (stack[:reach_n] + k * u_bg) / total)
+    log.info("PSF %s: EE(%.2f\") = %.3f from %d stars (the reach), wing model beyond", image.band,
+             reach * scale, curve.ee[-1], n)
+    return curve
+
+
+def _profiles(image, stars: Table, edges: np.ndarray, norm_radius: float,
+              s: Mapping[str, Any]) -> list:
+    """Radial profiles of the usable stars, other sources masked in two
+    passes (generous deblended mask -> 2-D stack -> what the scaled stack
+    does not explain)."""
+    x, y = image.wcs.world_to_pixel_values(np.asarray(stars["RA"], float), np.asarray(stars["DEC"], float))
+    half = int(np.ceil(edges[-1])) + 3
+    cut = [st for xi, yi in zip(np.atleast_1d(x), np.atleast_1d(y))
+           if (st := _load_star(image, float(xi), float(yi), half)) is not None]
+    for st in cut:
+        st.mask = _first_mask(st, s)
+    model = _model_stack(cut, norm_radius) if cut else None
+    for st in cut:
+        st.mask = _residual_mask(st, model, s)
+    profiles = [p for st in cut if st.flux > 0
+                and (p := _star_profile(st, edges, s["local_background"])) is not None]
+    if len(profiles) < 3:
+        raise ValueError(f"{image.sci_path}: only {len(profiles)} star(s) give a curve of growth "
+                         f"in band {image.band}")
+    return profiles
+
+
+def stamp_fraction(curve: EnergyCurve, shape: tuple[int, int]) -> float:
+    """Fraction of the total light inside a stamp footprint of ``shape``
+    (odd sides, band pixels) centred on the star: the measured profile
+    integrated over the parts of its annuli inside the box (the corners
+    matter: ~1 % of the light), the wing model beyond the reach."""
+    from photutils.aperture import CircularAperture
+    box = np.ones(shape)
+    c = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    edges = np.r_[0.0, curve.radius]
+    inside = np.array([0.0] + [float(CircularAperture(c, r).do_photometry(box, method="exact")[0][0])
+                               for r in edges[1:]])
+    frac = float(np.sum(curve.surface * np.diff(inside)))
+    if box.size > inside[-1] + 1e-6:   # box corners beyond the reach: wing model
+        frac += curve.wing_amplitude * _box_wing(shape, curve.reach, curve.wing_index)
+    return frac
+
+
+def _box_wing(shape: tuple[int, int], r0: float, index: float) -> float:
+    """Integral of ``r^-index`` over the part of the box beyond ``r0``."""
+    yy, xx = np.indices(shape, dtype=float)
+    r = np.hypot(xx - (shape[1] - 1) / 2.0, yy - (shape[0] - 1) / 2.0)
+    return float(np.sum(np.where(r > r0, np.maximum(r, 1e-9) ** -index, 0.0)))
