@@ -1,33 +1,78 @@
-"""Pipeline benchmark: where the wall time goes, parallel efficiency, worker memory.
+"""Pipeline benchmark on a crowded, realistic simulated field, scored per *true* object.
 
-Simulates demo fields (GalSim), runs the whole pipeline on a LocalCluster with
-1 and 2 single-threaded workers, and prints/saves:
+Default (``--mode crowded``): simulate a demo-like field at realistic JWST density
+(GalSim, :mod:`dja_sepp.sim`: ``--density`` galaxies per arcmin^2 to mag 28,
+stars with six diffraction spikes of which some are bright, blends,
+drizzle-like correlated noise, 5 bands on the 0.02"/0.04" grids, F150W blank
+over 30 % of the field), run the whole pipeline (``dja_sepp.run`` on a
+LocalCluster of single-threaded workers, PSFs built by the run unless
+``--psf truth``), score the merged catalog against the truth
+(:func:`dja_sepp.sim.score.score_catalog`) and print / write as JSON:
 
-- wall time split into read / detect / fit / write (summed over tiles, scaled
-  to wall time by the worker count) / merge / overhead;
-- 1 -> 2 worker parallel efficiency = T1 / (2 T2);
-- peak RSS of the worker processes for a field and one of twice the area.
+- rows per true object, purity (S/N > 5 rows that are a true object within
+  0.15"), completeness (mag < 26), spike fragments, flux bias and scatter per band;
+- core-seconds (workers x wall time of the whole run) per catalog row-band and
+  per true object-band (issue 12's number to drive down), also from the tile
+  tasks alone and from the rows' FIT_DURATION;
+- timings: setup (incl. the PSF step), tile read / detect / fit / write
+  (summed over tiles, core-s), tiles wall, merge; peak RSS per worker.
 
-Targets (issue #2): all but fitting <= 10% of wall time; efficiency >= 90%;
-peak worker memory the same when the area doubles.
+``--mode scaling`` keeps the older measurement: 1 and 2 workers on the same
+field and 2 workers on twice the area (parallel efficiency, memory flat in area).
 
-Usage: python benchmarks/pipeline.py [--size 40] [--galaxies 300] [--out bench_out/pipeline]
+Usage::
+
+    python benchmarks/pipeline.py                    # 60", 150/arcmin^2, 1 worker, built PSFs
+    python benchmarks/pipeline.py --size 20 --psf truth --out bench_out/small
+    python benchmarks/pipeline.py --mode scaling --size 40
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import resource
 import time
 from pathlib import Path
 
+__all__ = ["worker_peak_rss_mb", "simulate", "one_run", "profile_tile", "crowded", "scaling", "main"]
+
+# the driver (PSF step, merge, profiling) is single-threaded too, as the workers are:
+# core-seconds = workers x wall only holds when no process uses more than one core
+_SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                  "NUMBA_NUM_THREADS": "1"}
+
+BANDS = ("F150W", "F200W", "F277W", "F356W", "F444W")
+
 
 def worker_peak_rss_mb() -> float:
+    """Peak resident memory of the calling process (MB; run on each worker)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def one_run(images: Path, out: Path, workers: int, psfs: dict, tiling: dict) -> dict:
+def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin2: float,
+             correlated_noise: float | None):
+    """A crowded demo-like field (with galaxies on the tile borders) and its tiling.
+
+    Stars: ``stars_per_arcmin2`` (at least 8, so the PSF step has >= 5 usable
+    ones on small fields), a quarter of them (at least 1) bright (mag 19.5-21).
+    """
+    from dja_sepp.demo import border_positions, demo_tiling
+    from dja_sepp.sim import simulate_field
+    area = (size / 60.0) ** 2
+    n_stars = max(8, int(round(stars_per_arcmin2 * area)))
+    t0 = time.perf_counter()
+    sim = simulate_field(out, field="bench", size_arcsec=size, bands=BANDS, density=density,
+                         n_stars=n_stars, bright_stars=max(1, n_stars // 4), seed=seed,
+                         extra_positions=border_positions(size), correlated_noise=correlated_noise)
+    return sim, demo_tiling(size), time.perf_counter() - t0
+
+
+def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: dict) -> dict:
+    """Run the whole pipeline on a fresh LocalCluster; timings, memory, result."""
     from distributed import Client, LocalCluster
+
     from dja_sepp import run
     from dja_sepp.deploy.cluster import THREAD_ENV
     with LocalCluster(n_workers=workers, threads_per_worker=1, env=THREAD_ENV,
@@ -38,55 +83,168 @@ def one_run(images: Path, out: Path, workers: int, psfs: dict, tiling: dict) -> 
         wall = time.perf_counter() - t0
         rss = client.run(worker_peak_rss_mb)
     t = result.timings
-    stages = {s: t.get(f"tile_{s}", 0.0) / workers for s in ("read", "detect", "fit", "write")}
-    stages["merge"] = t.get("merge", 0.0)
-    stages["overhead"] = max(0.0, wall - sum(stages.values()))
-    return {"workers": workers, "wall": wall, "stages": stages, "n_sources": result.merge.n_output,
-            "peak_worker_rss_mb": max(rss.values()), "complete": result.complete}
+    tile_core_s = {s: t.get(f"tile_{s}", 0.0) for s in ("read", "detect", "fit", "write", "total")}
+    return {"workers": workers, "wall": wall, "setup_incl_psf": t.get("setup", 0.0),
+            "tiles_wall": t.get("tiles", 0.0), "merge": t.get("merge", 0.0),
+            "tile_core_s": tile_core_s, "n_tiles": result.n_tiles, "failed": result.failed,
+            "n_rows": result.merge.n_output if result.merge else 0,
+            "peak_worker_rss_mb": sorted(rss.values()), "driver_peak_rss_mb": worker_peak_rss_mb(),
+            "complete": result.complete, "catalog": str(result.catalog_path)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=float, default=40.0)
-    ap.add_argument("--galaxies", type=int, default=300)
-    ap.add_argument("--out", default="bench_out/pipeline")
-    args = ap.parse_args()
-    from dja_sepp.demo import border_positions, demo_tiling
-    from dja_sepp.sim import simulate_field
-    out = Path(args.out)
-    rows = []
-    fields = {"1x": (args.size, args.galaxies),
-              "2x": (args.size * 2 ** 0.5, 2 * args.galaxies)}
-    sims = {}
-    for name, (size, ngal) in fields.items():
-        sims[name] = (simulate_field(out / f"images_{name}", field="bench", size_arcsec=size,
-                                     n_galaxies=ngal, seed=2, extra_positions=border_positions(size)),
-                      demo_tiling(args.size))  # same tile size: twice the area = twice the tiles
-    for name, workers in (("1x", 1), ("1x", 2), ("2x", 2)):
-        sim, tiling = sims[name]
-        psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()}
-        res = one_run(sim.images_dir, out / f"run_{name}_{workers}w", workers, psfs, tiling)
-        res["field"] = name
-        rows.append(res)
-    t1 = rows[0]["wall"]
-    t2 = rows[1]["wall"]
-    summary = {"rows": rows, "parallel_efficiency_1_to_2": t1 / (2 * t2),
-               "non_fit_fraction_1w": 1 - rows[0]["stages"]["fit"] / rows[0]["wall"],
-               "non_fit_fraction_2w": 1 - rows[1]["stages"]["fit"] / rows[1]["wall"],
-               "rss_ratio_2x_over_1x": rows[2]["peak_worker_rss_mb"] / rows[1]["peak_worker_rss_mb"]}
-    print(f"{'field':>5} {'wkr':>3} {'wall s':>7} {'read':>6} {'detect':>6} {'fit':>7} {'write':>6} "
-          f"{'merge':>6} {'ovh':>6} {'srcs':>5} {'RSS MB':>7}")
-    for r in rows:
-        s = r["stages"]
-        print(f"{r['field']:>5} {r['workers']:>3} {r['wall']:7.1f} {s['read']:6.2f} {s['detect']:6.2f} "
-              f"{s['fit']:7.2f} {s['write']:6.2f} {s['merge']:6.2f} {s['overhead']:6.2f} "
-              f"{r['n_sources']:>5} {r['peak_worker_rss_mb']:7.0f}")
-    print(f"parallel efficiency 1->2 workers: {summary['parallel_efficiency_1_to_2']:.2f}")
-    print(f"non-fit fraction of wall time: {summary['non_fit_fraction_1w']:.2%} (1 worker), "
-          f"{summary['non_fit_fraction_2w']:.2%} (2 workers)")
-    print(f"peak worker RSS, 2x area / 1x area: {summary['rss_ratio_2x_over_1x']:.2f}")
+def _print_run(r: dict) -> None:
+    c = r["tile_core_s"]
+    print(f"run: {r['workers']} worker(s), {r['n_tiles']} tiles, wall {r['wall']:.1f} s = setup+PSF "
+          f"{r['setup_incl_psf']:.1f} + tiles {r['tiles_wall']:.1f} + merge {r['merge']:.1f} (+ rest)")
+    print(f"tile tasks (core-s, summed): read {c['read']:.1f}  detect {c['detect']:.1f}  "
+          f"fit {c['fit']:.1f}  write {c['write']:.1f}  total {c['total']:.1f}")
+    print(f"peak RSS per worker (MB): {', '.join(f'{m:.0f}' for m in r['peak_worker_rss_mb'])}; "
+          f"driver {r['driver_peak_rss_mb']:.0f}")
+    if r["failed"]:
+        print(f"FAILED tiles: {r['failed']}")
+
+
+def profile_tile(images: Path, run_dir: Path, tiling: dict, out: Path, top: int = 25) -> dict:
+    """cProfile the busiest tile of a finished run again, in this process.
+
+    Writes ``out/tile.pstats`` (open with ``python -m pstats`` or snakeviz) and
+    returns the ``top`` functions by own time and the ``top`` dja_sepp
+    functions by cumulative time: where the fit time goes, whatever the engine.
+    """
+    import cProfile
+    import pstats
+
+    import yaml
+
+    from dja_sepp.pipeline import process_tile
+    from dja_sepp.pipeline.graph import field_from_config
+    from dja_sepp.settings import load_config
+    from dja_sepp.tiling import make_tiles
+    cfg = load_config({"tiling": tiling, "mosaic": {"enabled": False}})
+    fld = field_from_config(str(images), cfg)
+    grid = make_tiles(fld, tiling["tile_size"], tiling["overlap"], tiling["align"])
+    psf_paths = yaml.safe_load((run_dir / "run.yaml").read_text())["run"]["psf_files"]
+
+    def n_sources(tile):
+        status = run_dir / "tiles" / tile.id / "status.json"
+        return json.loads(status.read_text()).get("n_sources", 0) if status.exists() else 0
+    tile = max(grid.tiles, key=n_sources)
+    prof = cProfile.Profile()
+    prof.enable()
+    status = process_tile(tile, fld, cfg, str(out / "run"), psf_paths)
+    prof.disable()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(summary, indent=1))
+    prof.dump_stats(out / "tile.pstats")
+    stats = pstats.Stats(prof).stats  # (file, line, func) -> (cc, nc, tottime, cumtime, callers)
+
+    def rows(keys):
+        return [{"function": f"{Path(k[0]).name}:{k[1]}:{k[2]}", "calls": stats[k][1],
+                 "tottime": round(stats[k][2], 3), "cumtime": round(stats[k][3], 3)} for k in keys]
+    own = sorted(stats, key=lambda k: -stats[k][2])[:top]
+    ours = sorted((k for k in stats if "dja_sepp" in k[0]), key=lambda k: -stats[k][3])[:top]
+    return {"tile": tile.id, "n_sources": status.get("n_sources"), "timings": status["timings"],
+            "by_own_time": rows(own), "dja_sepp_by_cumulative_time": rows(ours)}
+
+
+def _print_profile(p: dict) -> None:
+    print(f"profile of tile {p['tile']} ({p['n_sources']} sources, "
+          f"{p['timings'].get('total', 0):.1f} s under cProfile):")
+    for title, key in (("own time", "by_own_time"), ("dja_sepp cumulative", "dja_sepp_by_cumulative_time")):
+        print(f"  top by {title}:")
+        for r in p[key][:15]:
+            print(f"    {r['tottime']:8.2f} {r['cumtime']:8.2f} {r['calls']:>8}  {r['function']}")
+
+
+def crowded(args) -> dict:
+    """Simulate, run, score: the default benchmark."""
+    from astropy.table import Table
+
+    from dja_sepp.sim.score import format_score, score_catalog
+    out = Path(args.out)
+    cn = args.correlated_noise or None
+    sim, tiling, t_sim = simulate(out / "images", args.size, args.density, args.seed, args.stars, cn)
+    truth = Table.read(sim.truth_path)
+    print(f"simulated {args.size:g}\" x {args.size:g}\" ({len(truth)} true objects, "
+          f"{int((truth['KIND'] == 'star').sum())} stars, correlated noise {cn}) in {t_sim:.0f} s")
+    psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
+    r = one_run(sim.images_dir, out / "run", args.workers, psfs, tiling)
+    _print_run(r)
+    if not r["n_rows"]:
+        raise SystemExit("the run produced no catalog rows")
+    cat = Table.read(r["catalog"])
+    whole = score_catalog(cat, truth, core_seconds=r["wall"] * args.workers)
+    print(format_score(whole))
+    tiles_only = score_catalog(cat, truth, core_seconds=r["tile_core_s"]["total"])
+    fits_only = score_catalog(cat, truth)   # sum of the rows' FIT_DURATION
+    print(f"core-s per true object-band: whole run {whole.core_s_per_true_band:.3f}, tile tasks "
+          f"{tiles_only.core_s_per_true_band:.3f}, row fits {fits_only.core_s_per_true_band:.3f}")
+    prof = None
+    if args.profile:
+        prof = profile_tile(sim.images_dir, out / "run", tiling, out / "profile")
+        _print_profile(prof)
+    return {"profile": prof, "mode": "crowded", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
+            "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
+            "simulation_s": t_sim, "run": r, "score": whole.to_dict(),
+            "core_s_per_true_band": {"whole_run": whole.core_s_per_true_band,
+                                     "tile_tasks": tiles_only.core_s_per_true_band,
+                                     "row_fits": fits_only.core_s_per_true_band},
+            "core_s_per_row_band": {"whole_run": whole.core_s_per_row_band,
+                                    "tile_tasks": tiles_only.core_s_per_row_band,
+                                    "row_fits": fits_only.core_s_per_row_band}}
+
+
+def scaling(args) -> dict:
+    """1 -> 2 worker efficiency on one field, memory at twice the area (2 workers)."""
+    out = Path(args.out)
+    cn = args.correlated_noise or None
+    sim1, tiling, _ = simulate(out / "images_1x", args.size, args.density, args.seed, args.stars, cn)
+    sim2, _, _ = simulate(out / "images_2x", args.size * math.sqrt(2), args.density, args.seed,
+                          args.stars, cn)
+    rows = []
+    for name, sim, workers in (("1x", sim1, 1), ("1x", sim1, 2), ("2x", sim2, 2)):
+        psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
+        # same tile size for both areas: twice the area is twice the tiles
+        r = one_run(sim.images_dir, out / f"run_{name}_{workers}w", workers, psfs, tiling)
+        r["field"] = name
+        print(f"--- field {name}")
+        _print_run(r)
+        rows.append(r)
+    eff = rows[0]["wall"] / (2 * rows[1]["wall"])
+    rss = max(rows[2]["peak_worker_rss_mb"]) / max(rows[1]["peak_worker_rss_mb"])
+    print(f"parallel efficiency 1->2 workers: {eff:.2f}; peak worker RSS 2x / 1x area: {rss:.2f}")
+    return {"mode": "scaling", "rows": rows, "parallel_efficiency_1_to_2": eff,
+            "rss_ratio_2x_over_1x": rss}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=("crowded", "scaling"), default="crowded")
+    ap.add_argument("--size", type=float, default=60.0, help="field side, arcsec")
+    ap.add_argument("--density", type=float, default=150.0,
+                    help="galaxies per arcmin^2 to mag 28")
+    ap.add_argument("--stars", type=float, default=16.0,
+                    help="stars per arcmin^2 (>= 8 in all; rich, so the PSF step finds >= 5 on 1 arcmin^2)")
+    ap.add_argument("--correlated-noise", type=float, default=1.25,
+                    help="drizzle drop width in output pixels (1.25 ~ pixfrac 0.8; 0 = white)")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--psf", choices=("build", "truth"), default="build",
+                    help="PSFs built by the run (default) or the simulator's true ones")
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="then cProfile the busiest tile again in-process (top functions, tile.pstats)")
+    ap.add_argument("--out", default="bench_out/pipeline")
+    return ap
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    os.environ.update(_SINGLE_THREAD)  # before numpy is imported (imports are lazy below)
+    summary = crowded(args) if args.mode == "crowded" else scaling(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"pipeline_{args.mode}.json"
+    path.write_text(json.dumps(summary, indent=1, default=str))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
