@@ -182,9 +182,9 @@ def crowded(args) -> dict:
     if args.profile:
         prof = profile_tile(sim.images_dir, out / "run", tiling, out / "profile")
         _print_profile(prof)
-    return {"profile": prof, "mode": "crowded", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
+    return {"mode": "crowded", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
             "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
-            "simulation_s": t_sim, "run": r, "score": whole.to_dict(),
+            "simulation_s": t_sim, "profile": prof, "run": r, "score": whole.to_dict(),
             "core_s_per_true_band": {"whole_run": whole.core_s_per_true_band,
                                      "tile_tasks": tiles_only.core_s_per_true_band,
                                      "row_fits": fits_only.core_s_per_true_band},

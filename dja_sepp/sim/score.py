@@ -320,8 +320,8 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
         n_snr5=int(bright.size), purity=b_rows.size / bright.size if bright.size else np.nan,
         n_complete_eligible=int(eligible.sum()),
         completeness=float(found[eligible].mean()) if eligible.any() else np.nan,
-        spike_fragments=len(fragments), mag_limit=mag_limit, bands=band_scores, n_shape=n_shape, re_bias=re_bias,
-        n_bias=n_bias, models=models, star_point_fraction=star_pt, galaxy_point_fraction=gal_pt,
+        spike_fragments=len(fragments), mag_limit=mag_limit, bands=band_scores, n_shape=n_shape,
+        re_bias=re_bias, n_bias=n_bias, models=models, star_point_fraction=star_pt, galaxy_point_fraction=gal_pt,
         core_seconds=cost[0], row_bands=cost[1], true_bands=cost[2],
         core_s_per_row_band=cost[3], core_s_per_true_band=cost[4], fragment_rows=fragments)
 
