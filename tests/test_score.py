@@ -172,3 +172,17 @@ def test_match_one_to_one_resolves_by_distance():
 def test_robust_scatter_ignores_nan():
     assert robust_scatter([np.nan, np.nan]) != robust_scatter([np.nan, np.nan])  # NaN
     assert robust_scatter([1.0, 2.0, 3.0, np.nan, np.inf]) == pytest.approx(1.4826)
+
+
+def test_empty_and_minimal_catalogs(truth):
+    empty = score_catalog(perfect_catalog(truth)[:0], truth)
+    assert empty.n_rows == 0 and empty.completeness == 0.0 and np.isnan(empty.purity)
+    assert "nan" in format_score(empty)
+    minimal = perfect_catalog(truth)
+    minimal.remove_columns(["RA_MODEL", "DEC_MODEL", "MODEL", "RADIUS", "SERSIC", "FIT_DURATION",
+                            "N_BANDS"])
+    s = score_catalog(minimal, truth)
+    assert s.purity == 1.0 and s.n_shape == 0 and np.isnan(s.re_bias) and s.models == {}
+    assert s.row_bands == 2 * len(truth)
+    with pytest.raises(ValueError):
+        score_catalog(minimal, truth, reference_band="F150W")
