@@ -12,6 +12,7 @@ from ..fit.base import BandCutout
 from ..psf.base import ImagePSF
 from .field import field_wcs, render_sources
 from .psf import psf_image, psf_model
+from .score import robust_scatter  # one definition (re-exported here for older callers)
 
 __all__ = ["Scene", "galaxy_grid", "make_scene", "detect_and_match", "robust_scatter"]
 
@@ -88,9 +89,3 @@ def detect_and_match(scene: Scene, config: dict, radius: float = 2.0):
     nearest = np.argmin(d, axis=1)
     found = d[np.arange(len(d)), nearest] < radius
     return sources, nearest, found
-
-
-def robust_scatter(x) -> float:
-    x = np.asarray(x, float)
-    x = x[np.isfinite(x)]
-    return float(1.4826 * np.median(np.abs(x - np.median(x))))
