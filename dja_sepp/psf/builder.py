@@ -5,12 +5,17 @@ sources in a cutout masked) and combined by photutils' ``EPSFBuilder``
 (sub-pixel registration, sigma-clipped combine, no smoothing kernel); with
 oversampling > 1 the native-pixel effective PSF is that model sampled at
 whole-pixel offsets (an ePSF already contains the pixel response, so it is
-decimated, not binned). Written as odd-sized, unit-sum FITS with
-``PIXSCALE``/``OVERSAMP`` in the header, plus a summary figure.
+decimated, not binned). The stamp holds only part of a star's light (its
+wings reach arcseconds): the encircled energy measured to large radius on the
+same stars (:mod:`dja_sepp.psf.energy`) gives the fraction inside the stamp,
+written as ``EEFRAC`` next to the unit-sum image and its ``PIXSCALE``/
+``OVERSAMP``, so models made with it have total fluxes. ``psf/summary.json``
+and ``psf/summary.png`` record EE(r) and that correction per band.
 """
 from __future__ import annotations
 
 import io
+import json
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +23,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..settings import default_config
 from .base import ImagePSF
+from .energy import DEFAULTS as ENERGY
+from .energy import EnergyCurve, match_profile, measure_energy, stamp_fraction
 from .stars import DEFAULTS as STAR_DEFAULTS
 from .stars import detect_reference, select_stars
 
@@ -26,10 +34,10 @@ __all__ = ["build_psfs", "build_band_psf", "encircled_energy", "DEFAULTS"]
 
 log = logging.getLogger(__name__)
 
-# Measured on a GalSim field (tests/test_psf.py): 1x with 35 px stamps gives
-# EE within 0.003 (F200W) / 0.016 (F444W) of the truth; 2x oversampling or
-# 51 px stamps broadened the F444W core (peak -7 %, EE -0.04..0.07).
-DEFAULTS: dict[str, Any] = {"size": 35, "oversampling": 1, "maxiters": 10}
+# config/defaults.yaml psf.builder. Measured on a GalSim field (tests/test_psf.py):
+# 1x with 35 px stamps gives EE within 0.003 (F200W) / 0.016 (F444W) of the
+# truth; 2x oversampling or 51 px stamps broadened the F444W core.
+DEFAULTS: dict[str, Any] = default_config()["psf"]["builder"]
 
 
 def _star_cutouts(image, stars: Table, size: int):
@@ -64,8 +72,26 @@ def _neighbour_mask(sci: np.ndarray, wht: np.ndarray) -> np.ndarray:
     return binary_dilation(other, iterations=2) | (wht <= 0)
 
 
-def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = None) -> ImagePSF:
-    """ePSF of one band from the reference ``stars`` (RA/DEC)."""
+def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = None,
+                   energy: Mapping[str, Any] | bool | None = None) -> ImagePSF:
+    """ePSF of one band from the reference ``stars`` (RA/DEC).
+
+    Parameters
+    ----------
+    image : dja_sepp.io.field.Image
+    stars : Table
+    settings : mapping, optional
+        Overrides of ``psf.builder``.
+    energy : mapping or bool, optional
+        Overrides of ``psf.energy``; False keeps the stamp at unit sum (no
+        encircled-energy measurement).
+
+    Returns
+    -------
+    ImagePSF
+        With ``ee_fraction`` (the share of the total light in the stamp),
+        ``n_stars`` and ``energy`` (the :class:`EnergyCurve`, or None).
+    """
     from photutils.psf import EPSFBuilder, extract_stars
     s = {**DEFAULTS, **(settings or {})}
     size = int(s["size"]) | 1
@@ -82,7 +108,23 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
     native = _decimate(np.asarray(epsf.data, float), os)
     psf = ImagePSF(np.clip(native, 0, None), image.pixel_scale, 1, band=image.band)
     psf.n_stars = len(cutouts)
+    psf.energy = None
+    if energy is not False:
+        e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
+        curve = measure_energy(image, stars, e, norm_radius=float(size // 2))
+        if e.get("match_from") is not None:
+            psf = _rebuilt(psf, match_profile(psf.data, curve, float(e["match_from"])))
+        else:
+            psf.ee_fraction = stamp_fraction(curve, psf.data.shape)
+        psf.energy = curve
     return psf
+
+
+def _rebuilt(psf: ImagePSF, stamp: np.ndarray) -> ImagePSF:
+    """The same PSF with a stamp whose sum is its share of the total light."""
+    out = ImagePSF(stamp, psf.pixel_scale, psf.oversampling, psf.band, ee_fraction=float(stamp.sum()))
+    out.n_stars = psf.n_stars
+    return out
 
 
 def _decimate(model: np.ndarray, os: int) -> np.ndarray:
@@ -101,7 +143,8 @@ def encircled_energy(psf: np.ndarray, radii: np.ndarray) -> np.ndarray:
 
 
 def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[str]) -> dict[str, str]:
-    """Build the PSF of ``bands``; write ``psf/{band}.fits`` and ``psf/summary.png``.
+    """Build the PSF of ``bands``; write ``psf/{band}.fits`` (or ``.psf``),
+    ``psf/stars.fits``, ``psf/summary.json`` and ``psf/summary.png``.
 
     Returns band -> URL of the PSF file.
     """
@@ -115,44 +158,75 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     out, psfs = {}, {}
     for band in bands:
         if pcfg.get("method") == "psfex":
-            out[band], psfs[band] = _psfex_band(field.bands[band], stars, store, pcfg.get("psfex"))
+            out[band], psfs[band] = _psfex_band(field.bands[band], stars, store, pcfg.get("psfex"),
+                                                pcfg.get("energy"))
             continue
-        psf = build_band_psf(field.bands[band], stars, pcfg.get("builder"))
+        psf = build_band_psf(field.bands[band], stars, pcfg.get("builder"), pcfg.get("energy"))
         psfs[band] = psf
         out[band] = store.write_bytes(f"psf/{band}.fits", _fits_bytes(psf))
+    store.write_bytes("psf/summary.json", json.dumps(_summary(psfs, ref, len(stars)), indent=1).encode())
     store.write_bytes("psf/summary.png", _summary_png(psfs, stars))
     stars.write(buf := io.BytesIO(), format="fits")
     store.write_bytes("psf/stars.fits", buf.getvalue())
     return out
 
 
-def _psfex_band(image, stars: Table, store, settings):
-    """Run PSFEx for one band; the ``.psf`` goes into the run's ``psf/``."""
+def _summary(psfs: Mapping[str, Any], ref: str, n_selected: int) -> dict[str, Any]:
+    """Per band: stamp size, FWHM, stars, the stamp's share of the total
+    light (``ee_fraction``), the flux correction it implies against a
+    unit-sum stamp, and the measured EE(r)."""
+    bands = {}
+    for band, psf in psfs.items():
+        curve: EnergyCurve | None = getattr(psf, "energy", None)
+        frac = float(getattr(psf, "ee_fraction", 1.0))
+        bands[band] = {"stamp_pixels": int(psf.data.shape[0]), "pixel_scale": psf.pixel_scale,
+                       "fwhm_arcsec": round(psf.fwhm_arcsec, 4), "n_stars": getattr(psf, "n_stars", None),
+                       "ee_fraction": round(frac, 5),
+                       "flux_correction": round(1.0 / frac, 5),
+                       "mag_correction": round(2.5 * np.log10(frac), 5),
+                       "encircled_energy": curve.to_dict() if curve is not None else None}
+    return {"reference_band": ref, "n_stars_selected": n_selected, "bands": bands,
+            "note": "ee_fraction: share of a point source's total light inside the stamp (its sum); "
+                    "flux_correction: total / flux a unit-sum stamp would give; mag_correction: "
+                    "unit-sum magnitude minus total magnitude"}
+
+
+def _psfex_band(image, stars: Table, store, settings, energy=None):
+    """Run PSFEx for one band; the ``.psf`` (with ``EEFRAC`` from the
+    stars' encircled energy) goes into the run's ``psf/``."""
     import tempfile
     from pathlib import Path
-    from .psfex import PSFExPSF, run_psfex
+    from .psfex import PSFExPSF, run_psfex, set_ee_fraction
     with tempfile.TemporaryDirectory(prefix="dja_sepp_psf_") as tmp:
         path = run_psfex(image, stars, tmp, settings)
+        psf = PSFExPSF(path, band=image.band, pixel_scale=image.pixel_scale)
+        curve = None
+        if energy is not False:
+            curve = measure_energy(image, stars, energy, norm_radius=float(psf.basis.shape[-1] // 2))
+            set_ee_fraction(path, stamp_fraction(curve, psf.basis.shape[-2:]))
         url = store.write_bytes(f"psf/{image.band}.psf", Path(path).read_bytes())
     psf = PSFExPSF(url, band=image.band, pixel_scale=image.pixel_scale)
-    psf.data = psf.stamp()   # for the summary figure
+    psf.data, psf.energy = psf.stamp() / psf.ee_fraction, curve   # unit-sum shape for the figure
     return url, psf
 
 
 def _fits_bytes(psf: ImagePSF) -> bytes:
-    hdu = fits.PrimaryHDU(psf.data.astype(np.float32))
-    hdu.header["FILTER"] = psf.band
-    hdu.header["PIXSCALE"] = (psf.pixel_scale, "arcsec per pixel of the stamp")
-    hdu.header["OVERSAMP"] = (1, "samples per band pixel")
+    hdu = fits.PrimaryHDU(psf.data.astype(np.float32), header=psf.header())
     hdu.header["NSTARS"] = (getattr(psf, "n_stars", 0), "stars stacked")
     hdu.header["FWHM"] = (psf.fwhm_arcsec, "arcsec, from the half-maximum area")
     hdu.header["PSFTYPE"] = ("ePSF", "effective PSF: pixel response included")
+    curve = getattr(psf, "energy", None)
+    if curve is not None:
+        hdu.header["EEREACH"] = (round(curve.reach * curve.pixel_scale, 3), "arcsec, EE measured to here")
+        hdu.header["EETAIL"] = (round(curve.tail, 5), "light beyond EEREACH (wing model)")
     buf = io.BytesIO()
     hdu.writeto(buf)
     return buf.getvalue()
 
 
 def _summary_png(psfs: Mapping[str, ImagePSF], stars: Table) -> bytes:
+    """PSF images, per-band encircled energy (measured curve of growth,
+    wing model, the stamp's share) and the stellar locus."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -162,19 +236,41 @@ def _summary_png(psfs: Mapping[str, ImagePSF], stars: Table) -> bytes:
     for k, (band, psf) in enumerate(psfs.items()):
         axes[0, k].imshow(np.log10(np.clip(psf.data, 1e-6, None)), origin="lower", cmap="magma")
         axes[0, k].set_title(f"{band} FWHM {psf.fwhm_arcsec:.3f}\"")
-        axes[1, n].plot(radii * psf.pixel_scale, encircled_energy(psf.data, radii), label=band)
+        frac = float(getattr(psf, "ee_fraction", 1.0))
+        axes[1, n].plot(radii * psf.pixel_scale, frac * encircled_energy(psf.data, radii), label=band)
+        _energy_panel(axes[1, k], psf, band)
     axes[1, n].set_xlabel("radius (arcsec)")
-    axes[1, n].set_ylabel("encircled energy")
+    axes[1, n].set_ylabel("EE of the stamp (x its share)")
     axes[1, n].legend(fontsize=7)
     mag = np.asarray(stars["MAG_AUTO"], float)
     axes[0, n].plot(mag, np.asarray(stars["MU_MAX"], float) - mag, "o", ms=3)
     axes[0, n].set_xlabel("MAG_AUTO")
     axes[0, n].set_ylabel("MU_MAX - MAG_AUTO")
     axes[0, n].set_title("selected stars")
-    for k in range(n):
-        axes[1, k].axis("off")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _energy_panel(ax, psf, band: str) -> None:
+    """EE(r) of the stars as a fraction of the total light, the wing model
+    beyond the measured reach, and the stamp's share (its sum)."""
+    curve: EnergyCurve | None = getattr(psf, "energy", None)
+    if curve is None:
+        ax.axis("off")
+        return
+    scale = curve.pixel_scale
+    ax.semilogx(curve.radius * scale, curve.ee, "-", label="stars (measured)")
+    far = np.geomspace(curve.reach, 3 * curve.reach, 20)
+    ax.semilogx(far * scale, [curve.at(r) for r in far], "--", label="wing model")
+    frac = float(getattr(psf, "ee_fraction", 1.0))
+    half = psf.data.shape[0] // 2
+    ax.axhline(frac, color="k", lw=0.8, ls=":")
+    ax.axvline((half + 0.5) * scale, color="k", lw=0.8, ls=":")
+    ax.set_title(f"{band}: stamp holds {frac:.3f} (x{1 / frac:.3f})", fontsize=9)
+    ax.set_xlabel("radius (arcsec)")
+    ax.set_ylabel("encircled energy (of total)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7)

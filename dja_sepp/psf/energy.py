@@ -28,7 +28,7 @@ from astropy.table import Table
 
 from ..settings import default_config
 
-__all__ = ["EnergyCurve", "measure_energy", "stamp_fraction", "DEFAULTS"]
+__all__ = ["EnergyCurve", "measure_energy", "stamp_fraction", "match_profile", "DEFAULTS"]
 
 log = logging.getLogger(__name__)
 
@@ -404,16 +404,59 @@ def stamp_fraction(curve: EnergyCurve, shape: tuple[int, int]) -> float:
     (odd sides, band pixels) centred on the star: the measured profile
     integrated over the parts of its annuli inside the box (the corners
     matter: ~1 % of the light), the wing model beyond the reach."""
+    return float(np.sum(_box_targets(curve, shape, 0.0)[1]))
+
+
+def _box_targets(curve: EnergyCurve, shape: tuple[int, int], r_min: float):
+    """Annulus edges (the first bin is ``[0, r_min]``, merged) and the share
+    of the total light in each annulus' part inside the box."""
     from photutils.aperture import CircularAperture
     box = np.ones(shape)
     c = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    diag = float(np.hypot(*shape)) / 2.0 + 1.0
     edges = np.r_[0.0, curve.radius]
     inside = np.array([0.0] + [float(CircularAperture(c, r).do_photometry(box, method="exact")[0][0])
                                for r in edges[1:]])
-    frac = float(np.sum(curve.surface * np.diff(inside)))
+    flux = curve.surface * np.diff(inside)
+    keep = np.r_[True, (edges[1:] > r_min) & (edges[:-1] < diag)]
+    keep[int(np.searchsorted(edges, r_min))] = True
+    cum = np.r_[0.0, np.cumsum(flux)]
+    sel = np.nonzero(keep)[0]
+    edges_out = edges[sel]
+    targets = np.diff(cum[sel])
     if box.size > inside[-1] + 1e-6:   # box corners beyond the reach: wing model
-        frac += curve.wing_amplitude * _box_wing(shape, curve.reach, curve.wing_index)
-    return frac
+        targets = np.r_[targets, curve.wing_amplitude * _box_wing(shape, curve.reach, curve.wing_index)]
+        edges_out = np.r_[edges_out, diag]
+    return edges_out, targets
+
+
+def match_profile(stamp: np.ndarray, curve: EnergyCurve, r_min: float, iterations: int = 4) -> np.ndarray:
+    """Rescale a stamp's annuli (beyond ``r_min`` band pixels) so that its
+    encircled energy follows the stars' curve of growth, the light inside
+    ``r_min`` scaled as a whole; the result sums to the stamp's share of the
+    total light.
+
+    The ePSF stack's shape is kept within each annulus (spikes, rings); only
+    its radial distribution is taken from the curve of growth, which is
+    measured with exact apertures at the stars' own centres and so does not
+    share the stack's registration blur (measured: F444W core -2 %).
+    """
+    from photutils.aperture import CircularAperture
+    edges, targets = _box_targets(curve, stamp.shape, r_min)
+    c = ((stamp.shape[1] - 1) / 2.0, (stamp.shape[0] - 1) / 2.0)
+    yy, xx = np.indices(stamp.shape)
+    idx = np.clip(np.searchsorted(edges, np.hypot(xx - c[0], yy - c[1]), side="right") - 1,
+                  0, len(targets) - 1)
+    out = stamp / stamp.sum()
+    for _ in range(iterations):
+        # exact-aperture annulus fluxes (as the curve was measured); the
+        # pixel-centre assignment of the scaling converges in a few passes
+        enc = np.array([0.0] + [float(CircularAperture(c, r).do_photometry(out, method="exact")[0][0])
+                                for r in edges[1:-1]] + [out.sum()])
+        have = np.diff(enc)
+        factor = np.where(have > 0, targets / np.where(have > 0, have, 1), 1.0)
+        out = out * factor[idx]
+    return out * (float(np.sum(targets)) / out.sum())
 
 
 def _box_wing(shape: tuple[int, int], r0: float, index: float) -> float:

@@ -7,7 +7,9 @@ matching our reference-band stars are kept; PSFEx then builds a pixel-basis
 PSF with the predecessor's settings (constant over the field by default,
 FWHM range 1-10 px), check plots off (Debian's PSFEx exits 1 when asked for
 PNG plots). :class:`PSFExPSF` evaluates a ``.psf`` (polynomial variation
-included) for the engine.
+included) for the engine; its stamps sum to ``EEFRAC`` of the ``PSF_DATA``
+header (the share of the total light inside them, measured on the stars'
+curve of growth by the build step; 1 when absent).
 """
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ..io.cache import is_remote, local_fits
+from ..settings import default_config
 from .base import PSF
 
-__all__ = ["PSFExPSF", "psfex_available", "run_psfex", "DEFAULTS"]
+__all__ = ["PSFExPSF", "psfex_available", "run_psfex", "set_ee_fraction", "DEFAULTS"]
 
-DEFAULTS: dict[str, Any] = {"size": 35, "degrees": 0, "fwhm_range": (1.0, 10.0), "min_sn": 20.0,
-                            "match_radius": 1.0}
+DEFAULTS: dict[str, Any] = default_config()["psf"]["psfex"]
 
 _PARAMS = ("X_IMAGE", "Y_IMAGE", "ALPHA_J2000", "DELTA_J2000", "FLUX_APER(1)", "FLUXERR_APER(1)",
            "FLUX_RADIUS", "ELONGATION", "FLAGS", "SNR_WIN", "MAG_AUTO")
@@ -53,6 +55,7 @@ class PSFExPSF(PSF):
         if abs(self.sampling - 1.0) > 1e-6:
             raise ValueError(f"{path}: PSF_SAMP = {self.sampling}; only native sampling (1.0) is supported")
         self.band, self.pixel_scale, self.oversampling = band, float(pixel_scale), 1
+        self.ee_fraction = float(h.get("EEFRAC", 1.0))
         self.path = str(path)
 
     def stamp(self, x: float | None = None, y: float | None = None, oversampling: int = 1) -> np.ndarray:
@@ -70,7 +73,13 @@ class PSFExPSF(PSF):
                                for i in range(self.degree + 1 - j)])
         img = np.tensordot(coeffs, self.basis, axes=1)
         img = np.clip(img, 0, None)
-        return img / img.sum()
+        return img * (self.ee_fraction / img.sum())
+
+
+def set_ee_fraction(path: str | Path, fraction: float) -> None:
+    """Record in a ``.psf`` file the share of the total light its stamp holds."""
+    with fits.open(path, mode="update") as hdul:
+        hdul["PSF_DATA"].header["EEFRAC"] = (float(fraction), "fraction of total light in the stamp")
 
 
 def _write_configs(work: Path, size: int) -> None:

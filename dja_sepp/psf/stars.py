@@ -16,17 +16,11 @@ from typing import Any, Mapping
 import numpy as np
 from astropy.table import Table, vstack
 
+from ..settings import default_config
+
 __all__ = ["detect_reference", "stellar_locus", "select_stars", "DEFAULTS"]
 
-DEFAULTS: dict[str, Any] = {
-    "thresh": 8.0,            # sigma, detection of the reference band
-    "mag_min": 19.0, "mag_max": 28.0,
-    "snr_min": 100.0,
-    "box_below": 0.5, "box_above": 0.3,   # mag around the locus line
-    "isolation": 1.0,         # arcsec without another source less than 3 mag fainter
-    "edge": 30,               # band pixels from an edge or invalid pixel
-    "min_stars": 5,
-}
+DEFAULTS: dict[str, Any] = default_config()["psf"]["stars"]   # the predecessor's selection
 
 
 def detect_reference(field, grid, band: str, settings: Mapping[str, Any] | None = None) -> Table:
