@@ -148,15 +148,16 @@ class ImagePSF(PSF):
         ee = float(hdr.get("EEFRAC", 1.0))
         if "EEFRAC" not in hdr:
             _warn_small(path, data, sample)
-        if pixel_scale is None:
-            os = int(hdr.get("OVERSAMP", 1)) if "PIXSCALE" in hdr else 1
-            return cls(data, sample * os, os, band, ee)
+        odd = data.shape[0] % 2 == 1 and data.shape[1] % 2 == 1
+        if pixel_scale is None:   # the file's own grid (ours: band pixel = OVERSAMP samples)
+            os = int(hdr.get("OVERSAMP", 1)) if "PIXSCALE" in hdr and odd else 1
+            return cls(data if odd else resample(data, 1.0), sample * os, os, band, ee)
         ratio = float(pixel_scale) / sample
         rtol = float(GIVEN["sampling_rtol"])
         if ratio < 1 - rtol:
             raise ValueError(f"{path}: PSF sampled at {sample:.4g}\"/sample is coarser than the band "
                              f"grid ({pixel_scale:.4g}\"); give a PSF sampled at or finer than the band")
-        if abs(ratio - 1) <= rtol and data.shape[0] % 2 and data.shape[1] % 2:
+        if abs(ratio - 1) <= rtol and odd:
             return cls(data, pixel_scale, 1, band, ee)
         log.info("%s: PSF resampled from %.4g\"/sample to the %.4g\" band grid", path, sample, pixel_scale)
         # flux-conserving: the energy fraction of the stamp is unchanged
@@ -215,25 +216,32 @@ def _warn_small(path, data: np.ndarray, sample: float) -> None:
 
 def resample(data: np.ndarray, factor: float) -> np.ndarray:
     """Rebin ``data`` into pixels ``factor`` samples wide (``factor`` >= 1),
-    conserving flux exactly for a piecewise-constant image, centred on the
-    array's centre; output sides odd."""
-    wy = _overlap_matrix(data.shape[0], factor)
-    wx = _overlap_matrix(data.shape[1], factor)
+    centred on the array's centre, output sides odd.
+
+    Flux-conserving: each output pixel is the difference of the image's
+    cumulative sum at its edges, interpolated by a cubic spline through the
+    cumulative sums at the sample edges (linear interpolation, i.e. samples
+    as flat boxes, blurs the result: +1 % PSF-fit fluxes for 0.02" -> 0.04").
+    """
+    wy = _rebin_matrix(data.shape[0], factor)
+    wx = _rebin_matrix(data.shape[1], factor)
     return wy @ data @ wx.T
 
 
-def _overlap_matrix(n: int, factor: float) -> np.ndarray:
-    """``W[p, i]``: length of input sample ``i`` inside output pixel ``p``
-    (in samples), output pixels centred on the input's centre."""
+def _rebin_matrix(n: int, factor: float) -> np.ndarray:
+    """``W[p, i]``: share of input sample ``i`` in output pixel ``p``, output
+    pixels centred on the input's centre."""
+    from scipy.interpolate import CubicSpline
     m = int(np.ceil(n / factor))
     m += 1 - m % 2
     centre = (n - 1) / 2.0
     lo = centre + (np.arange(m) - (m - 1) / 2.0 - 0.5) * factor
-    hi = lo + factor
-    edges_lo = np.arange(n) - 0.5
-    edges_hi = edges_lo + 1.0
-    return np.clip(np.minimum(hi[:, None], edges_hi[None, :]) - np.maximum(lo[:, None], edges_lo[None, :]),
-                   0.0, None)
+    knots = np.arange(n + 1) - 0.5                  # sample edges
+    cumulative = np.tril(np.ones((n + 1, n)), -1)   # C(knot j) = sum of samples < j
+    spline = CubicSpline(knots, cumulative, axis=0)
+    at = np.clip(np.r_[lo, lo[-1] + factor], knots[0], knots[-1])
+    c = spline(at)
+    return c[1:] - c[:-1]
 
 
 def _bin_centred(data: np.ndarray, factor: int) -> np.ndarray:
