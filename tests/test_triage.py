@@ -97,6 +97,29 @@ def test_decision_rules():
     assert not is_explained(SegmentFlux(data=10.0, residual=9.0, variance=16.0), 3.0, 0.5)  # faint, alone
     assert not is_explained(SegmentFlux(data=100.0, residual=60.0, variance=4.0), 3.0, 0.5)
     # a galaxy must buy more than k ln N of chi2 with its k extra shape parameters
-    assert prefer_point(1000.0, 1020.0, 2000, 4, 0.0)
-    assert not prefer_point(1000.0, 1100.0, 2000, 4, 0.0)
-    assert prefer_point(1e5, 1.02e5, 2000, 4, 0.03)       # bright star, PSF mismatch
+    assert prefer_point(1000.0, 1020.0, 2000, 4, 0.0, 30.0)
+    assert not prefer_point(1000.0, 1100.0, 2000, 4, 0.0, 30.0)
+    assert not prefer_point(3000.0, 3100.0, 2000, 4, 0.03, 30.0)   # faint: 3 % of S/N^2 is 27
+    assert prefer_point(1e5, 1.02e5, 2000, 4, 0.03, 1000.0)        # bright star, PSF mismatch
+
+
+def test_psf_step_stars_are_fitted_as_points():
+    # PSF_STAR (a star the PSF step selected) forces the point model, whatever the
+    # galaxy fit would say: checked on an extended galaxy, which otherwise stays one
+    rng = np.random.default_rng(5)
+    truth = galaxy_grid(rng, 1, 1, 64, BANDS, flux_range=(800.0, 800.0))
+    truth["RE"] = 0.4
+    scene = make_scene(truth, (64, 64), {b: 1 for b in BANDS}, sigma=0.02, seed=6)
+    cfg = load_config()
+    from dja_sepp.detect import detect_sources
+    sources, segmap = detect_sources(scene.detection, cfg["detection"])
+    scene.detection.segmap = segmap
+    sources["IN_CORE"] = np.ones(len(sources), bool)
+    engine = get_engine("builtin")
+    sources["PSF_STAR"] = np.zeros(len(sources), bool)
+    free = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", cfg["fit"])
+    sources["PSF_STAR"] = np.ones(len(sources), bool)
+    forced = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", cfg["fit"])
+    assert len(sources) == 1
+    assert str(free["MODEL"][0]).strip() == "sersic_rg4"
+    assert str(forced["MODEL"][0]).strip() == "point" and np.isfinite(forced["FLUX_MODEL_F444W"][0])

@@ -191,16 +191,19 @@ class _TileState:
             if bd is not None and bd.npix > 0:
                 data.append(bd)
         contexts = [detection_context(s[r], det.pixel_scale) for r in rows]
-        fit = self._solve(self.mdef, rows, contexts, data, win)
+        names = [d.name for d in data]
+        fit, mdef = None, self.mdef
+        if self._psf_star(rows):  # a star of the PSF step: a point source by construction
+            fit, mdef = self._solve(self.point, rows, contexts, data, win, quiet=True), self.point
+        if fit is None:
+            fit, mdef = self._solve(self.mdef, rows, contexts, data, win), self.mdef
         if fit is None:
             return {}
-        names = [d.name for d in data]
-        mdef = self.mdef
-        if self._try_point(rows):
+        if mdef is not self.point and self._try_point(rows):
             pfit = self._solve(self.point, rows, contexts, data, win, quiet=True)
             extra = len(mdef.parameter_names) - 2 + len(data) * (len(mdef.components) - 1)
             if pfit is not None and prefer_point(fit.chi2, pfit.chi2, fit.n_pix, extra,
-                                                 float(opts["point_tolerance"])):
+                                                 float(opts["point_tolerance"]), self._snr(rows[0])):
                 fit, mdef = pfit, self.point
         for k, r in enumerate(rows):
             if mdef is self.point:
@@ -216,12 +219,18 @@ class _TileState:
             subtracted[d.name] = (sl, img)
         return subtracted
 
+    def _snr(self, row: int) -> float:
+        return float(self.sources["SNR"][row]) if "SNR" in self.sources.colnames else np.inf
+
+    def _psf_star(self, rows: np.ndarray) -> bool:
+        return (self.point is not None and len(rows) == 1 and "PSF_STAR" in self.sources.colnames
+                and bool(self.sources["PSF_STAR"][rows[0]]))
+
     def _try_point(self, rows: np.ndarray) -> bool:
         """A point-source fit is tried for single, significant detections."""
         if self.point is None or len(rows) != 1:
             return False
-        snr = float(self.sources["SNR"][rows[0]]) if "SNR" in self.sources.colnames else np.inf
-        return snr >= float(self.opts["point_min_snr"])
+        return self._snr(rows[0]) >= float(self.opts["point_min_snr"])
 
     def _solve(self, mdef, rows, contexts, data, win, quiet: bool = False):
         """Fit ``mdef`` to the group (detection-frame parameters) or flag the

@@ -8,8 +8,9 @@
 * Point sources: after a galaxy fit, a point-source fit of the same pixels is
   preferred when it explains them as well, by the Bayesian information
   criterion (the galaxy's extra shape parameters must buy more than
-  ``k ln N`` of chi2), with a relative tolerance for PSF-model mismatch of very
-  bright stars (The Farmer's decision tree compares the same two fits).
+  ``k ln N`` of chi2), with a tolerance of a fraction of S/N^2 for the
+  PSF-model mismatch of very bright stars (The Farmer's decision tree compares
+  the same two fits).
 """
 from __future__ import annotations
 
@@ -92,11 +93,14 @@ def is_explained(flux: SegmentFlux, snr_max: float, explained_min: float) -> boo
 
 
 def prefer_point(chi2_galaxy: float, chi2_point: float, n_pix: int, extra_params: int,
-                 rel_tolerance: float) -> bool:
+                 rel_tolerance: float, snr: float) -> bool:
     """BIC choice between a galaxy fit and a point-source fit of the same
     pixels: the point wins unless the galaxy lowers chi2 by more than
-    ``extra_params * ln(n_pix)`` and by more than ``rel_tolerance`` of its chi2."""
+    ``extra_params * ln(n_pix)``. For bright sources a PSF model is never
+    perfect, so the galaxy must also gain more than ``rel_tolerance * snr**2``
+    (a fraction of the source's own chi2 signal, ~S/N squared)."""
     if not (np.isfinite(chi2_point) and np.isfinite(chi2_galaxy)):
-        return np.isfinite(chi2_point) and not np.isfinite(chi2_galaxy)
+        return bool(np.isfinite(chi2_point) and not np.isfinite(chi2_galaxy))
     gain = chi2_point - chi2_galaxy
-    return gain <= max(extra_params * np.log(max(n_pix, 2)), rel_tolerance * chi2_galaxy)
+    snr2 = float(snr) ** 2 if np.isfinite(snr) else 0.0
+    return bool(gain <= max(extra_params * np.log(max(n_pix, 2)), rel_tolerance * snr2))

@@ -151,6 +151,7 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
         for table in (sources, rejected):
             table["IN_CORE"] = tile.in_core(np.asarray(table["x"]) + xs.start,
                                             np.asarray(table["y"]) + ys.start)
+        _mark_psf_stars(sources, store)
     status["n_detected"] = len(sources)
     status["n_sources"] = int(np.count_nonzero(sources["IN_CORE"]))
     status["n_rejected_detections"] = int(np.count_nonzero(rejected["IN_CORE"]))
@@ -192,6 +193,23 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
             store.write_table(f"tiles/{tile.id}/{catalog_name(model, i == 0)}.parquet", table[~explained])
             store.write_table(f"tiles/{tile.id}/{rejected_name(model, i == 0)}.parquet",
                               _rejected_rows(rejected, table[explained], tile))
+
+
+def _mark_psf_stars(sources: Table, store: RunStore, radius: float = 0.1) -> None:
+    """``PSF_STAR``: the detection is one of the stars the PSF step selected
+    (``psf/stars.fits``, within ``radius`` arcsec); it is fitted as a point."""
+    sources["PSF_STAR"] = np.zeros(len(sources), bool)
+    if not len(sources) or not store.exists("psf/stars.fits"):
+        return
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    stars = store.read_table("psf/stars.fits")
+    if not len(stars):
+        return
+    cat = SkyCoord(np.asarray(sources["RA"], float) * u.deg, np.asarray(sources["DEC"], float) * u.deg)
+    ref = SkyCoord(np.asarray(stars["RA"], float) * u.deg, np.asarray(stars["DEC"], float) * u.deg)
+    _, sep, _ = cat.match_to_catalog_sky(ref)
+    sources["PSF_STAR"] = sep.arcsec < radius
 
 
 def _band_noise(cut: BandCutout, det: BandCutout, side: int = 1024) -> float:
