@@ -230,3 +230,32 @@ def test_a_variable_psfex_file_is_evaluated_at_two_positions(selection, tmp_path
         assert img.shape == (35, 35) and abs(img.sum() - 1) < 1e-9
         assert np.unravel_index(np.argmax(img), img.shape) == (17, 17)
     assert 0 < np.max(np.abs(a - b)) < 0.2 * a.max()   # varies, but stays the same star
+
+
+class _DirStore:
+    """The part of RunStore the PSF step uses: files under a folder."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def write_bytes(self, name, data):
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+
+@pytest.mark.psfex
+@psfex_tools
+def test_psfex_psf_carries_the_share_of_total_light(star_field, selection, tmp_path):
+    """The PSFEx path writes EEFRAC (from the same curve of growth) into the
+    .psf, and its stamps sum to it."""
+    from dja_sepp.psf.builder import _psfex_band
+    fld, _, _, stars = selection
+    image = fld.bands["F200W"]
+    url, psf = _psfex_band(image, stars, _DirStore(tmp_path), None)
+    again = load_psf(url, band="F200W", pixel_scale=image.pixel_scale)
+    img = again.stamp()
+    truth = _truth_in_box("F200W", image.pixel_scale, img.shape[0])
+    assert again.ee_fraction < 0.93 and abs(img.sum() - again.ee_fraction) < 1e-9
+    assert abs(img.sum() - truth) < 0.02
