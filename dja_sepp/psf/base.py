@@ -174,7 +174,8 @@ class ImagePSF(PSF):
         hdr["FILTER"] = self.band
         hdr["PIXSCALE"] = (self.pixel_scale / self.oversampling, "arcsec per PSF sample")
         hdr["OVERSAMP"] = (self.oversampling, "PSF samples per band pixel")
-        hdr["EEFRAC"] = (self.ee_fraction, "fraction of total light in this stamp")
+        if self.ee_fraction < 1.0:   # absent: the stamp is taken to hold all the light
+            hdr["EEFRAC"] = (self.ee_fraction, "fraction of total light in this stamp")
         return hdr
 
 
