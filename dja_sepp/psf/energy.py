@@ -4,18 +4,23 @@ A PSF stamp of ~35 px holds only ~86-92 % of a JWST star's light (the rest is
 in the Airy rings and diffraction spikes out to several arcsec); a model made
 with a unit-sum stamp then gives fluxes 7-14 % low. This module measures the
 curve of growth of the selected stars to large radius so that a stamp can
-carry the fraction of the *total* light that falls in its footprint.
+carry the share of the *total* light that falls in its footprint.
 
-Per star: a cutout out to the background annulus, other sources masked (one
-segmentation without deblending, so the star's own spikes stay with it), the
-mean surface brightness in annuli over the unmasked pixels (photutils'
-:class:`~photutils.profiles.RadialProfile`, exact overlaps), minus the star's
-local background (mean of the outer annulus). Profiles are normalised by each
-star's flux within a fixed radius and stacked (inverse-variance weights,
-clipped). Beyond ``wing_from`` the stack is fitted by ``K r^-index`` (the
+Per star: a cutout out to the background annulus; other sources masked in two
+passes (a generous deblended mask builds a 2-D stack of all stars, in which
+fainter stars fill what the mask took from bright stars' spikes; then what the
+scaled stack does not explain is another source); the mean surface brightness
+in exact annuli over the unmasked pixels (photutils'
+:class:`~photutils.profiles.RadialProfile`) minus the star's local background
+(outer annulus). Profiles are normalised by each star's flux within a fixed
+radius and stacked (inverse-variance weights, clipped; the error is the larger
+of the pixel noise and the scatter between stars). The stack is used out to
+its *reach*, where its S/N falls below ``snr_reach``: on a crowded field the
+neighbours' light left after masking, not the pixel noise, sets it. Over the
+outer part of the measured range the stack is fitted by ``K r^-index`` (the
 azimuthal mean of Airy rings and spikes falls as r^-3); the same model gives
 the star's own light in the background annulus (added back) and the light
-beyond ``r_max`` (the tail).
+beyond the reach (the tail).
 """
 from __future__ import annotations
 
@@ -232,8 +237,8 @@ def _residual_mask(star: _Star, model: np.ndarray, s: Mapping[str, Any]) -> np.n
 
 
 def _background(star: _Star, r0: float, r1: float, mean: float, how) -> float:
-    """Local background of a star in the annulus ``[r0, r1]``: the mean or a
-    sigma-clipped median of the unmasked pixels."""
+    """Local background of a star in the annulus ``[r0, r1]``: the mean or
+    (``how == "median"``) a sigma-clipped median of the unmasked pixels."""
     if how != "median":
         return mean
     from astropy.stats import sigma_clipped_stats
