@@ -131,3 +131,38 @@ def test_a_source_without_data_is_flagged_not_fatal(cfg):
     assert found.all()
     assert np.isfinite(fits["SERSIC"][0]) and fits["FLAGS"][0] & int(FitFlag.INSUFFICIENT_DATA) == 0
     assert fits["FLAGS"][1] & int(FitFlag.INSUFFICIENT_DATA)
+
+
+def test_a_failed_group_stays_masked_for_its_neighbours(cfg, monkeypatch):
+    """The light of a group whose fit failed was never subtracted: its pixels
+    must stay masked, so its neighbour measures exactly what it measures when
+    that group is left out of the fit altogether (measured: with the failed
+    group's pixels unmasked the neighbour's F444W flux was 576 instead of 420)."""
+    import dja_sepp.fit.engine as engine_module
+    from astropy.table import Table
+    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [40.3, 58.0], "Y_DET": [30.2, 44.0],
+                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, (80, 96), {b: 1 for b in BANDS}, sigma=0.02, seed=13)
+    c = {**cfg["fit"], "passes": 2, "max_group_size": 1}   # one detection, fitted source by source
+    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    assert found.all() and len(sources) == 2
+    victim, neighbour = nearest
+    real_fit = engine_module.fit_group
+
+    def failing(mdef, starts, ranges, contexts, *args, **kw):
+        if abs(contexts[0]["x"] - sources["x"][victim]) < 1e-6:
+            raise RuntimeError("forced failure")
+        return real_fit(mdef, starts, ranges, contexts, *args, **kw)
+
+    monkeypatch.setattr(engine_module, "fit_group", failing)
+    failed = get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
+    assert failed["FLAGS"][victim] & int(FitFlag.ERROR)
+    masked_sources = sources.copy()
+    masked_sources["IN_CORE"][victim] = False     # not fitted: its segment stays masked
+    monkeypatch.setattr(engine_module, "fit_group", real_fit)
+    masked = get_engine("builtin").fit(masked_sources, scene.detection, scene.bands, "sersic_rg4", c)
+    for band in BANDS:
+        assert failed[f"FLUX_MODEL_{band}"][neighbour] == pytest.approx(
+            masked[f"FLUX_MODEL_{band}"][neighbour], rel=1e-9)
