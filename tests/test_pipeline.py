@@ -126,3 +126,12 @@ def test_rejected_detections_are_kept_with_their_reason(tiled):
     kept = set(zip(np.round(cat["X_IMAGE"], 4), np.round(cat["Y_IMAGE"], 4)))
     assert not kept & set(zip(np.round(rejected["X_IMAGE"], 4), np.round(rejected["Y_IMAGE"], 4)))
     assert set(np.char.strip(np.asarray(cat["MODEL"]).astype(str))) <= {"sersic_rg4", "point"}
+
+
+def test_noise_correlation_recorded_per_band(tiled):
+    import json
+    from pathlib import Path
+    summary = json.loads((Path(tiled.run_dir) / "summary.json").read_text())
+    # white noise in this simulation: sums of pixels are as noisy as the weights say
+    assert set(summary["noise_correlation"]) == {"DETECTION", "F200W", "F277W", "F444W"}
+    assert all(1.0 <= f < 1.08 for f in summary["noise_correlation"].values())
