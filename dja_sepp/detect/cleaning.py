@@ -23,6 +23,7 @@ from enum import IntFlag
 from typing import Any, Mapping
 
 import numpy as np
+from scipy import ndimage
 
 __all__ = ["DetectionFlag", "core_counts", "cleaning_merges", "apply_merges"]
 
@@ -69,14 +70,17 @@ def cleaning_merges(objects, snr: np.ndarray, segmap: np.ndarray, parent: np.nda
     min_area = int(cfg["clean_minarea"])
     thresh, beta = float(cfg["thresh"]), float(cfg["clean_param"])
     merges: dict[int, int] = {}
+    boxes = ndimage.find_objects(segmap)  # each segment's pixels are searched in its own box only
     for pid in np.unique(parent):
         members = np.flatnonzero(parent == pid)
         if len(members) < 2:
             continue
         for k in members:
-            yy, xx = np.nonzero(segmap == k + 1)
-            if len(yy) == 0:
+            box = boxes[k] if k < len(boxes) else None
+            if box is None:
                 continue
+            yy, xx = np.nonzero(segmap[box] == k + 1)
+            yy, xx = yy + box[0].start, xx + box[1].start
             others = [j for j in members if j != k]
             influence = np.array([_moffat(objects, j, xx, yy, thresh, beta) for j in others])
             still = int(np.count_nonzero(snr[yy, xx] > influence.sum(axis=0)))
