@@ -98,9 +98,8 @@ def test_built_psf_matches_the_truth(star_field, selection, built, band):
 @pytest.mark.parametrize("band", ["F200W", "F444W"])
 def test_built_psf_carries_the_share_of_total_light_in_its_stamp(selection, built, band):
     """The stamp's sum is the truth PSF's energy in the same footprint (a
-    unit-sum stamp would be 13 % off). Measured: 0.878 vs 0.876 (F200W),
-    0.852 vs 0.865 (F444W: the r^-3 wing model overestimates this PSF's
-    light beyond the 2.7" the stars reach)."""
+    unit-sum stamp would be 13 % off). Measured: 0.871 vs 0.876 (F200W),
+    0.861 vs 0.865 (F444W)."""
     fld = selection[0]
     psf = built[band]
     truth = _truth_in_box(band, fld.bands[band].pixel_scale, psf.data.shape[0])
@@ -112,10 +111,10 @@ def test_built_psf_carries_the_share_of_total_light_in_its_stamp(selection, buil
     assert 0 < curve.tail < 0.08 and np.all(np.diff(curve.ee) > -0.01)
 
 
-@pytest.mark.parametrize("band, tol", [("F200W", 0.01), ("F444W", 0.025)])
-def test_star_fluxes_fitted_with_the_built_psf_are_total(star_field, selection, built, band, tol):
+@pytest.mark.parametrize("band", ["F200W", "F444W"])
+def test_star_fluxes_fitted_with_the_built_psf_are_total(star_field, selection, built, band):
     """PSF-fit fluxes (photutils, 9 x 9 core) of the selected stars against
-    their true total fluxes. Measured: -0.3 % (F200W), +1.8 % (F444W); with
+    their true total fluxes. Measured: +0.5 % (F200W), +0.7 % (F444W); with
     the unit-sum stamp -12 % / -13 %."""
     from photutils.psf import ImagePSF as Model, PSFPhotometry
     fld, _, _, stars = selection
@@ -135,7 +134,7 @@ def test_star_fluxes_fitted_with_the_built_psf_are_total(star_field, selection, 
         return float(np.median(np.asarray(fit["flux_fit"]) / true_flux) - 1)
 
     psf = built[band]
-    assert abs(bias(psf.stamp())) < tol
+    assert abs(bias(psf.stamp())) < 0.01
     assert bias(psf.data) < -0.08      # what a unit-sum stamp gives
 
 

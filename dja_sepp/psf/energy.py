@@ -387,6 +387,8 @@ def _profiles(image, stars: Table, edges: np.ndarray, norm_radius: float,
     """Radial profiles of the usable stars, other sources masked in two
     passes (generous deblended mask -> 2-D stack -> what the scaled stack
     does not explain)."""
+    if "MAG_AUTO" in stars.colnames and len(stars) > int(s["max_stars"]):
+        stars = stars[np.argsort(np.asarray(stars["MAG_AUTO"], float))[:int(s["max_stars"])]]
     x, y = image.wcs.world_to_pixel_values(np.asarray(stars["RA"], float), np.asarray(stars["DEC"], float))
     half = int(np.ceil(edges[-1])) + 3
     cut = [st for xi, yi in zip(np.atleast_1d(x), np.atleast_1d(y))
