@@ -155,7 +155,7 @@ def _point_fluxes_in(out, mdef: ModelDefinition, bands) -> None:
     """Point rows: their flux goes into the model's (first) flux column, so
     totals and magnitudes are computed as for every row."""
     pt = out["MODEL"] == POINT
-    if not pt.any():
+    if not pt.any() or mdef.name == POINT:   # a point catalog has its fluxes in place
         return
     for b in bands:
         names = _flux_names(mdef, b)

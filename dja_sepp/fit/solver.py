@@ -237,10 +237,16 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
     prob = _Problem(model, starts, ranges, contexts, bands)
     n_par = prob.z0.size
     n_pix = sum(b.npix for b in bands)
-    result = least_squares(lambda z: prob.evaluate(z)[0], prob.z0, jac=lambda z: prob.evaluate(z)[1],
+    # MINPACK bounds its first step by 100 |D x0|, and by 100 alone when x0 = 0
+    # (every parameter at the centre of its range, as a point source starts):
+    # that first step saturates the sigmoids and LM stops where it started. The
+    # unknowns are therefore z + 1, which changes nothing else.
+    shift = 1.0
+    result = least_squares(lambda u: prob.evaluate(u - shift)[0], prob.z0 + shift,
+                           jac=lambda u: prob.evaluate(u - shift)[1],
                            method="lm" if n_pix + len(prob.priors) > n_par else "trf",
                            x_scale="jac", max_nfev=max_iterations, xtol=tolerance, ftol=tolerance)
-    _, jac, r_pix, fluxes, covs, models, th, dth = prob.evaluate(result.x, final=True)
+    _, jac, r_pix, fluxes, covs, models, th, dth = prob.evaluate(result.x - shift, final=True)
     n_flux = len(bands) * prob.m * prob.c
     dof = max(n_pix - n_par - n_flux, 1)
     cov_z = np.linalg.pinv(jac.T @ jac)
