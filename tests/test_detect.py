@@ -185,7 +185,7 @@ def test_detection_errors_include_correlated_noise():
     img += correlated_normal(np.random.default_rng(5), img.shape, 2.0).astype(np.float32)
     plain, _ = detect_sources(_cut(img), {"noise_correlation": False, "thresh": 3.0})
     table, _ = detect_sources(_cut(img), {"thresh": 3.0})
-    factor = table.meta["NOISECOR"][0]
+    factor = table.meta["NOISECOR"]
     assert factor == pytest.approx(noise_correlation_factor(2.0), rel=0.05)
     src = np.argmin(np.hypot(table["x"] - 64, table["y"] - 64))
     ref = np.argmin(np.hypot(plain["x"] - 64, plain["y"] - 64))

@@ -146,3 +146,32 @@ def test_quicklook_figures_are_written(mosaic_run_result, run_parts):
     rgb = mpimg.imread(root / "mosaic_rgb.png")
     colour = rgb[..., :3]
     assert np.abs(colour[..., 0] - colour[..., 2]).max() > 0.1   # really in colour
+
+
+def test_bright_star_residuals_are_noise_like(mosaic_run_result, run_parts, small_field):
+    """Stars are fitted and rendered as the whole PSF (spikes included): the
+    residual mosaic around a bright star is noise, not a Sersic-shaped hole."""
+    from astropy.table import Table
+    store, cfg, fld, grid = run_parts
+    catalog = store.read_table("catalog.fits")
+    truth = Table.read(small_field.truth_path)
+    stars = truth[np.char.strip(np.asarray(truth["KIND"]).astype(str)) == "star"]
+    group = _open_group(mosaic_run_result.mosaic_path, "r", None)
+    band = "F444W"
+    image = fld.bands[band]
+    sci, wht = image.read((slice(0, image.shape[0]), slice(0, image.shape[1])))
+    residual = group[band]["residual"][:]
+    sigma = 1 / np.sqrt(np.median(wht[wht > 0]))
+    checked = 0
+    for star in stars:
+        x, y = image.wcs.world_to_pixel_values(float(star["RA"]), float(star["DEC"]))
+        ix, iy = int(round(float(x))), int(round(float(y)))
+        box = (slice(iy - 12, iy + 13), slice(ix - 12, ix + 13))   # 1" x 1"
+        if star[f"FLUX_{band}"] < 200 * sigma or not np.isfinite(residual[box]).all():
+            continue
+        near = np.hypot(np.asarray(catalog["X_IMAGE"]) - 1 - ix, np.asarray(catalog["Y_IMAGE"]) - 1 - iy)
+        assert str(catalog["MODEL"][near.argmin()]).strip() == "point"
+        peak = sci[box].max()
+        assert np.abs(residual[box]).max() < 0.02 * peak + 5 * sigma
+        checked += 1
+    assert checked >= 1

@@ -126,7 +126,7 @@ def _correct_errors(table: Table, factor: float) -> None:
     for col in ("FLUXERR_AUTO", "FLUXERR_ISO"):
         table[col] *= factor
     table["SNR"] /= factor
-    table.meta["NOISECOR"] = (round(factor, 4), "flux errors x this: correlated noise")
+    table.meta["NOISECOR"] = round(factor, 4)  # flux errors x this: correlated noise
 
 
 def _result(table, segmap, rejected, return_rejected):

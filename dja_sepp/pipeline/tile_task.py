@@ -170,7 +170,7 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
             bands.append(cut)
     status["dropped_bands"] = dropped
     with _timed(timings, "noise"):
-        noise = {"DETECTION": float(sources.meta.get("NOISECOR", (1.0,))[0])}
+        noise = {"DETECTION": float(sources.meta.get("NOISECOR", 1.0))}
         if config["detection"].get("noise_correlation", True):
             noise.update({cut.band: _band_noise(cut, det) for cut in bands})
     status["noise_correlation"] = noise
