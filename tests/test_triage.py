@@ -96,6 +96,9 @@ def test_decision_rules():
     assert is_explained(SegmentFlux(data=100.0, residual=2.0, variance=4.0), 3.0, 0.5)
     assert not is_explained(SegmentFlux(data=10.0, residual=9.0, variance=16.0), 3.0, 0.5)  # faint, alone
     assert not is_explained(SegmentFlux(data=100.0, residual=60.0, variance=4.0), 3.0, 0.5)
+    # 20 left of 100 after a star's model took 80: the model's 25 % error covers it
+    assert not is_explained(SegmentFlux(data=100.0, residual=20.0, variance=4.0), 3.0, 0.5)
+    assert is_explained(SegmentFlux(data=100.0, residual=20.0, variance=4.0), 3.0, 0.5, 0.25)
     # a galaxy must buy more than k ln N of chi2 with its k extra shape parameters
     assert prefer_point(1000.0, 1020.0, 2000, 4, 0.0, 30.0)
     assert not prefer_point(1000.0, 1100.0, 2000, 4, 0.0, 30.0)

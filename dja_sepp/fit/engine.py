@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
             "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2,
-            "solo_ratio": 0.1, "reject_snr": 3.0, "reject_explained": 0.5, "point_choice": True,
+            "solo_ratio": 0.1, "reject_snr": 3.0, "reject_explained": 0.5, "reject_model_error": 0.25,
+            "point_choice": True,
             "point_min_snr": 10.0, "point_tolerance": 0.03}
 
 
@@ -169,7 +170,8 @@ class _TileState:
             flux = segment_flux(self.det.segmap, int(s["SEGMENT_ID"][r]), bbox, self.bands,
                                 self.work, self.affines) if self.det.segmap is not None else None
             if flux is not None and is_explained(flux, float(opts["reject_snr"]),
-                                                 float(opts["reject_explained"])):
+                                                 float(opts["reject_explained"]),
+                                                 float(opts["reject_model_error"])):
                 self.explained[r] = self.modelled[r] = True
                 self.out["FLAGS"][r] |= int(FitFlag.EXPLAINED)
                 self.out["STOP_REASON"][r] = "explained_by_neighbour"

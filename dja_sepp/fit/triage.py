@@ -82,14 +82,19 @@ def segment_flux(segmap, seg_id: int, bbox: tuple[slice, slice], bands, work, af
     return out
 
 
-def is_explained(flux: SegmentFlux, snr_max: float, explained_min: float) -> bool:
-    """True when the residual is insignificant (S/N < ``snr_max``) *and* the
-    neighbours' models took at least ``explained_min`` of the segment's flux
-    (a faint source alone keeps its row whatever its S/N)."""
+def is_explained(flux: SegmentFlux, snr_max: float, explained_min: float,
+                 model_error: float = 0.0) -> bool:
+    """True when the neighbours' models took at least ``explained_min`` of the
+    segment's flux *and* what is left is consistent with zero: below
+    ``snr_max`` sigma plus ``model_error`` times the light they took (a PSF
+    model is never exact in its spikes and rings). A faint source alone keeps
+    its row whatever its S/N."""
     if flux.data <= 0 or flux.variance <= 0:
         return False
-    removed = 1.0 - flux.residual / flux.data
-    return flux.residual_snr < snr_max and removed >= explained_min
+    taken = flux.data - flux.residual
+    if taken < explained_min * flux.data:
+        return False
+    return flux.residual < snr_max * np.sqrt(flux.variance) + model_error * taken
 
 
 def prefer_point(chi2_galaxy: float, chi2_point: float, n_pix: int, extra_params: int,

@@ -92,9 +92,31 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
         With ``ee_fraction`` (the share of the total light in the stamp),
         ``n_stars`` and ``energy`` (the :class:`EnergyCurve`, or None).
     """
-    from photutils.psf import EPSFBuilder, extract_stars
     s = {**DEFAULTS, **(settings or {})}
-    size = int(s["size"]) | 1
+    size = _stamp_size(s, image.pixel_scale)
+    core = min(int(s.get("norm_size") or size) | 1, size)
+    native, n_stars = _epsf(image, stars, core, s)
+    psf = ImagePSF(native, image.pixel_scale, 1, band=image.band)
+    psf.n_stars = n_stars
+    curve = None
+    if energy is not False:
+        e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
+        curve = measure_energy(image, stars, e, norm_radius=float(core // 2))
+        if e.get("match_from") is not None:
+            psf = _rebuilt(psf, match_profile(psf.data, curve, float(e["match_from"])))
+        else:
+            psf.ee_fraction = stamp_fraction(curve, psf.data.shape)
+    if size > core:
+        # the core from a small stack (a wide stack's registration blurs it by
+        # ~1-2 %), the spikes and rings around it from a wide one
+        psf = _with_wings(psf, _epsf(image, stars, size, s)[0], curve)
+    psf.n_stars, psf.energy = n_stars, curve
+    return psf
+
+
+def _epsf(image, stars: Table, size: int, s: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    """photutils ePSF of ``size`` band pixels (unit sum) and the stars stacked."""
+    from photutils.psf import EPSFBuilder, extract_stars
     # photutils leaves one edge row and column of the ePSF grid empty (zeros):
     # build 2 px wider and keep the centre
     data, tables = _star_cutouts(image, stars, size + 2)
@@ -108,18 +130,39 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
                           smoothing_kernel=None)
     epsf, _ = builder(cutouts)
     native = _decimate(np.asarray(epsf.data, float), os)[1:-1, 1:-1]
-    psf = ImagePSF(np.clip(native, 0, None), image.pixel_scale, 1, band=image.band)
-    psf.n_stars = len(cutouts)
-    psf.energy = None
-    if energy is not False:
-        e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
-        curve = measure_energy(image, stars, e, norm_radius=float(size // 2))
-        if e.get("match_from") is not None:
-            psf = _rebuilt(psf, match_profile(psf.data, curve, float(e["match_from"])))
-        else:
-            psf.ee_fraction = stamp_fraction(curve, psf.data.shape)
-        psf.energy = curve
-    return psf
+    # the stack's outermost ring is sky: its median is a pedestal of the noise,
+    # which clipping at zero would otherwise turn into light in the wings
+    yy, xx = np.indices(native.shape)
+    r = np.hypot(yy - native.shape[0] // 2, xx - native.shape[1] // 2)
+    native = np.clip(native - np.median(native[r >= 0.9 * (native.shape[0] // 2)]), 0, None)
+    return native / native.sum(), len(cutouts)
+
+
+def _with_wings(core: ImagePSF, wide: np.ndarray, curve) -> ImagePSF:
+    """``core``'s stamp inside its box, ``wide`` outside it, scaled so the
+    stamp holds the measured share of the total light in its footprint
+    (without a measurement: the wide stack's own share outside the core)."""
+    n, m = wide.shape[0], core.data.shape[0]
+    c, h = n // 2, m // 2
+    box = (slice(c - h, c + h + 1), slice(c - h, c + h + 1))
+    outside = wide.copy()
+    outside[box] = 0.0
+    if curve is not None:
+        target = max(stamp_fraction(curve, wide.shape) - core.ee_fraction, 0.0)
+        stamp = outside * (target / max(outside.sum(), 1e-30))
+        stamp[box] = core.stamp()
+    else:
+        stamp = outside
+        stamp[box] = core.data * float(wide[box].sum())
+    return ImagePSF(stamp, core.pixel_scale, 1, band=core.band, ee_fraction=min(float(stamp.sum()), 1.0))
+
+
+def _stamp_size(settings: Mapping[str, Any], pixel_scale: float) -> int:
+    """Odd stamp side in band pixels: ``size_arcsec`` on the band's grid when
+    set (one sky footprint for 0.02" and 0.04" bands), else ``size`` pixels."""
+    if settings.get("size_arcsec"):
+        return int(round(float(settings["size_arcsec"]) / pixel_scale)) | 1
+    return int(settings["size"]) | 1
 
 
 def _rebuilt(psf: ImagePSF, stamp: np.ndarray) -> ImagePSF:
