@@ -109,13 +109,15 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
     if size > core:
         # the core from a small stack (a wide stack's registration blurs it by
         # ~1-2 %), the spikes and rings around it from a wide one
-        psf = _with_wings(psf, _epsf(image, stars, size, s)[0], curve)
+        psf = _with_wings(psf, _epsf(image, stars, size, s, wings=True)[0], curve)
     psf.n_stars, psf.energy = n_stars, curve
     return psf
 
 
-def _epsf(image, stars: Table, size: int, s: Mapping[str, Any]) -> tuple[np.ndarray, int]:
-    """photutils ePSF of ``size`` band pixels (unit sum) and the stars stacked."""
+def _epsf(image, stars: Table, size: int, s: Mapping[str, Any],
+          wings: bool = False) -> tuple[np.ndarray, int]:
+    """photutils ePSF of ``size`` band pixels (unit sum) and the stars stacked;
+    ``wings``: a wide stack used only outside the core (sky pedestal removed)."""
     from photutils.psf import EPSFBuilder, extract_stars
     # photutils leaves one edge row and column of the ePSF grid empty (zeros):
     # build 2 px wider and keep the centre
@@ -130,11 +132,14 @@ def _epsf(image, stars: Table, size: int, s: Mapping[str, Any]) -> tuple[np.ndar
                           smoothing_kernel=None)
     epsf, _ = builder(cutouts)
     native = _decimate(np.asarray(epsf.data, float), os)[1:-1, 1:-1]
-    # the stack's outermost ring is sky: its median is a pedestal of the noise,
-    # which clipping at zero would otherwise turn into light in the wings
+    if not wings:
+        native = np.clip(native, 0, None)
+        return native / native.sum(), len(cutouts)
+    # a wide stack's outermost ring is sky: its median is the pedestal of the
+    # noise; the noise stays signed (clipping it at zero would add light there)
     yy, xx = np.indices(native.shape)
     r = np.hypot(yy - native.shape[0] // 2, xx - native.shape[1] // 2)
-    native = np.clip(native - np.median(native[r >= 0.9 * (native.shape[0] // 2)]), 0, None)
+    native = native - np.median(native[r >= 0.9 * (native.shape[0] // 2)])
     return native / native.sum(), len(cutouts)
 
 
