@@ -40,8 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
             "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2,
             "solo_ratio": 0.1, "reject_snr": 3.0, "reject_explained": 0.5, "reject_model_error": 0.25,
-            "point_choice": True,
-            "point_min_snr": 10.0, "point_tolerance": 0.03}
+            "point_choice": True, "point_min_snr": 10.0, "point_tolerance": 0.03}
 
 
 def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[np.ndarray]:
