@@ -4,14 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from astropy.wcs import WCS
 
 from dja_sepp.bands import pivot_wavelength
+from dja_sepp.fit.base import BandCutout
+from dja_sepp.fit.catalog import empty_results, finalize
+from dja_sepp.fit.flags import FitFlag
 from dja_sepp.models import load_model
 from dja_sepp.models.definition import evaluate
 from dja_sepp.models.transforms import Range
 from dja_sepp.settings import ConfigError
 
-SHIPPED = ("sersic_rg4", "B+D", "B+D_corr", "B+D_free")
+SHIPPED = ("sersic_rg4", "sersic", "B+D", "B+D_corr", "B+D_free", "B+D_wide")
 
 # a detection of a typical faint galaxy on the 0.04" grid
 CONTEXT = dict(x=50.3, y=61.7, flux=120.0, radius=4.0, flux_radius=3.1, a=3.5, b=2.1,
@@ -111,3 +115,60 @@ def test_model_errors_name_the_file_and_problem(tmp_path):
         evaluate("radius * unknown_name", CONTEXT, "init")
     with pytest.raises(ConfigError, match="unknown model"):
         load_model("no_such_model")
+
+
+def test_model_listing_names_the_wide_models():
+    # an unknown name lists what is shipped: the wide variants are there
+    with pytest.raises(ConfigError) as err:
+        load_model("no_such_model")
+    assert "'sersic'" in str(err.value) and "'B+D_wide'" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["sersic", "B+D_wide"])
+def test_wide_models_have_no_priors_and_wide_bounds(name):
+    model = load_model(name)
+    assert not model.priors and not model.band_priors
+    assert all(p.prior is None for p in model.parameters)
+    assert model.parameter_names[:2] == ["x", "y"]
+    values, ranges = model.initial(CONTEXT)
+    p = dict(zip(model.parameter_names, zip(values, ranges)))
+    for radius in [k for k in ("re", "r_b", "r_d") if k in p]:
+        # r_e may reach several detection radii (sersic_rg4 stops at 1.5)
+        assert p[radius][1].hi >= 10 * CONTEXT["radius"], radius
+        assert p[radius][1].lo <= 0.01 * CONTEXT["radius"], radius
+    n = p["n" if "n" in p else "n_b"][1]
+    assert n.lo <= 0.3 and n.hi >= 8.0
+
+
+def test_wide_bulge_starts_inside_its_disk():
+    values, _ = load_model("B+D_wide").initial(CONTEXT)
+    p = dict(zip(load_model("B+D_wide").parameter_names, values))
+    assert p["r_b"] < p["r_d"] / 3
+
+
+def _finalized(model: str, radii: dict) -> np.ndarray:
+    """FLAGS of finalize() on rows whose radius parameters are ``radii``."""
+    mdef = load_model(model)
+    n = len(next(iter(radii.values())))
+    out = empty_results(n, mdef, ["F444W"])
+    out["x"][:], out["y"][:] = 10.0, 10.0
+    for name, values in radii.items():
+        out[f"p_{name}"][:] = values
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval, wcs.wcs.crpix, wcs.wcs.cdelt = [53.1, -27.8], [10.0, 10.0], [-1e-5, 1e-5]
+    det = BandCutout("DETECTION", np.zeros((20, 20), np.float32), np.ones((20, 20), np.float32), wcs,
+                     pixel_scale=0.04)
+    return np.asarray(finalize(out, None, det, mdef, ["F444W"])["FLAGS"])
+
+
+def test_bulge_larger_flag_bit():
+    assert int(FitFlag.BULGE_LARGER) == 16384
+    assert all(int(f) != 16384 for f in FitFlag if f is not FitFlag.BULGE_LARGER)
+    # bulge inside the disk, bulge larger, equal, and a point row (NaN radii)
+    r_b, r_d = [2.0, 9.0, 4.0, np.nan], [6.0, 3.0, 4.0, np.nan]
+    for model in ("B+D", "B+D_free", "B+D_wide"):
+        flags = _finalized(model, {"r_b": r_b, "r_d": r_d}) & int(FitFlag.BULGE_LARGER)
+        assert flags.tolist() == [0, 16384, 0, 0], model
+    # a model without a bulge and a disk never has the bit
+    assert not (_finalized("sersic", {"re": [2.0, 9.0]}) & int(FitFlag.BULGE_LARGER)).any()

@@ -147,7 +147,7 @@ def finalize(out, sources: Table, det: BandCutout, mdef: ModelDefinition, bands)
     for name in ("MODEL", "CHI2_REDUCED", "N_ITER", "STOP_REASON", "FIT_DURATION", "N_BANDS"):
         t[name] = out[name]
     t["FIT_DURATION"].unit = u.s
-    t["FLAGS"] = out["FLAGS"] | _artefacts(t)
+    t["FLAGS"] = out["FLAGS"] | _artefacts(t) | _bulge_larger(out, mdef)
     return t
 
 
@@ -245,6 +245,31 @@ def _artefacts(t: Table) -> np.ndarray:
     if "AXRATIO" in t.colnames:
         bad |= np.asarray(t["AXRATIO"], float) >= 0.99
     return np.where(bad, int(FitFlag.DEGENERATE), 0).astype(np.int32)
+
+
+def _bulge_larger(out, mdef: ModelDefinition) -> np.ndarray:
+    """``BULGE_LARGER`` where a bulge + disk fit's bulge has the larger r_e.
+
+    The bulge is the inner, more concentrated component; with a bulge index
+    near 1 nothing else tells the labels apart, and the swapped optimum may
+    even fit better (SDSS VCC 1512): flag it rather than report its B/T as a
+    bulge fraction. Point rows (NaN radii) are never flagged.
+    """
+    comps = {c.name: c for c in mdef.components}
+    if not {"bulge", "disk"} <= set(comps):
+        return np.zeros(len(out["FLAGS"]), np.int32)
+    r_b, r_d = (_component_radius(out, comps[k]) for k in ("bulge", "disk"))
+    with np.errstate(invalid="ignore"):
+        larger = r_b > r_d
+    return np.where(larger, int(FitFlag.BULGE_LARGER), 0).astype(np.int32)
+
+
+def _component_radius(out, comp) -> np.ndarray:
+    """A component's fitted r_e per row (its parameter, or the fixed number)."""
+    ref = comp.geometry["re"]
+    if isinstance(ref, (int, float)):
+        return np.full(len(out["FLAGS"]), float(ref))
+    return np.asarray(out[f"p_{ref}"], float)
 
 
 # -- rendering from catalog columns -------------------------------------------

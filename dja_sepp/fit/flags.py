@@ -16,3 +16,4 @@ class FitFlag(IntFlag):
     DEGENERATE = 2048           # shape at a known artefact (n at a bound, q >= 0.99)
     EXPLAINED = 4096            # light explained by brighter neighbours' models: not fitted, rejected
     REFIT_FAILED = 8192         # the second pass failed; the first pass's values are kept
+    BULGE_LARGER = 16384        # bulge + disk: the bulge's r_e exceeds the disk's (B/T is the outer share)
