@@ -10,6 +10,15 @@ integrate over each pixel, so the two optima differ where the core pulls:
 bulge r_e, n and flux by ~5 %. The disk, the total flux and the geometry
 are tightly set by the data: total flux within 2 %, disk within 3 %, axis
 ratios within 0.02, angles within 3 deg (bulge) and 5 deg (round disk).
+
+Two more SDSS r-band galaxies from pyimfit's examples check the prior-free
+wide models of nearby galaxies. IC 3478 (imfit's single Sersic, r_e 58 px):
+``sersic`` within 10 % in r_e and n, where ``sersic_rg4`` stops at its cap of
+1.5 detection radii (AT_BOUND). VCC 1512 (imfit's Sersic + exponential, B/T
+0.16): ``B+D_wide`` finds the same bulge inside the disk (B/T within 0.03);
+``B+D_free`` lands in the swapped optimum (B/T 0.88, bulge larger than the
+disk, a lower chi2 that imfit's example excludes by capping the Sersic r_e at
+20 px) and is flagged BULGE_LARGER.
 """
 from __future__ import annotations
 
@@ -22,11 +31,14 @@ from astropy.wcs import WCS
 
 from dja_sepp.detect import detect_sources
 from dja_sepp.fit.base import BandCutout, get_engine
+from dja_sepp.fit.flags import FitFlag
 from dja_sepp.psf.base import ImagePSF
 
 pyimfit = pytest.importorskip("pyimfit")
 
 DATA = Path(__file__).parent / "data" / "sdss_n3073"
+IC3478 = Path(__file__).parent / "data" / "sdss_ic3478"
+VCC1512 = Path(__file__).parent / "data" / "sdss_vcc1512"
 GAIN, READNOISE, SKY, SCALE = 4.725, 4.3, 154.33, 0.396
 
 
@@ -40,10 +52,7 @@ def image():
 
 @pytest.fixture(scope="module")
 def imfit_fit(image):
-    img, mask, var = image
-    fitter = pyimfit.Imfit(pyimfit.parse_config_file(str(DATA / "config_n3073.dat")))
-    fitter.fit(img, error=np.sqrt(var), mask=mask.astype(np.int32), solver="LM")
-    assert fitter.fitConverged
+    fitter = _imfit(DATA / "config_n3073.dat", *image)
     params = fitter.getModelAsDict()["function_sets"][0]
     bulge, disk = (f["parameters"] for f in params["function_list"])
     _, (f_bulge, f_disk) = fitter.getModelFluxes()
@@ -54,23 +63,34 @@ def imfit_fit(image):
             "f_b": f_bulge, "f_d": f_disk, "chi2": fitter.reducedFitStatistic}
 
 
-@pytest.fixture(scope="module")
-def our_fit(image):
-    img, mask, var = image
+def _fit_ours(img, mask, var, model: str, near: tuple[float, float]):
+    """Our fit of ``model`` on the whole image (no PSF, imfit's variance):
+    the catalog row of the source nearest ``near`` (0-based x, y)."""
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval, wcs.wcs.crpix = [149.804, 54.758], [75.0, 100.0]
     wcs.wcs.cdelt = [-SCALE / 3600, SCALE / 3600]
     wht = np.where(mask, 0.0, 1.0 / var).astype(np.float32)
-    delta = ImagePSF(np.pad(np.ones((1, 1)), 2), SCALE, band="r")   # imfit's example has no PSF
+    delta = ImagePSF(np.pad(np.ones((1, 1)), 2), SCALE, band="r")   # imfit's examples have no PSF
     band = BandCutout("r", img.astype(np.float32), wht, wcs, pixel_scale=SCALE, psf=delta,
                       wavelength=0.62)
     det = BandCutout("DETECTION", img.astype(np.float32), wht, wcs, pixel_scale=SCALE)
     sources, det.segmap = detect_sources(det, {"thresh": 5.0, "deblend_cont": 1.0, "back_size": 256})
     sources["IN_CORE"] = np.ones(len(sources), bool)
-    table = get_engine("builtin").fit(sources, det, [band], str(DATA / "imfit_bd.yaml"),
-                                      {"window_min": 400, "passes": 1})
-    row = table[np.argmin(np.hypot(sources["x"] - 100, sources["y"] - 96))]
+    table = get_engine("builtin").fit(sources, det, [band], model, {"window_min": 400, "passes": 1})
+    return table[np.argmin(np.hypot(sources["x"] - near[0], sources["y"] - near[1]))]
+
+
+def _imfit(config: Path, img, mask, var) -> pyimfit.Imfit:
+    fitter = pyimfit.Imfit(pyimfit.parse_config_file(str(config)))
+    fitter.fit(img, error=np.sqrt(var), mask=mask.astype(np.int32), solver="LM")
+    assert fitter.fitConverged
+    return fitter
+
+
+@pytest.fixture(scope="module")
+def our_fit(image):
+    row = _fit_ours(*image, str(DATA / "imfit_bd.yaml"), (100, 96))
     assert row["FLAGS"] == 0
     return row
 
@@ -102,3 +122,74 @@ def test_profile_shapes_agree(imfit_fit, our_fit):
     assert abs(our_fit["BULGE_RADIUS_pix"] / imfit_fit["r_b"] - 1) < 0.10
     assert abs(our_fit["DISK_RADIUS_pix"] / imfit_fit["r_d"] - 1) < 0.05
     assert our_fit["CHI2_REDUCED"] < 1.05 * imfit_fit["chi2"]
+
+
+# -- nearby galaxies: the prior-free wide models ---------------------------------
+
+def _sdss(path: Path, sky: float, mask: Path | None = None):
+    img = fits.getdata(path).astype(float)
+    bad = fits.getdata(mask) > 0 if mask else np.zeros(img.shape, bool)
+    return img, bad, (img + sky) / GAIN + READNOISE ** 2 / GAIN ** 2
+
+
+@pytest.fixture(scope="module")
+def ic3478():
+    """IC 3478: imfit's single Sersic (r_e, n, q, flux) and the image."""
+    image = _sdss(IC3478 / "ic3478rss_256.fits", 130.14)
+    fitter = _imfit(IC3478 / "config_sersic_ic3478_256.dat", *image)
+    params = fitter.getModelAsDict()["function_sets"][0]
+    p = params["function_list"][0]["parameters"]
+    ref = {"x": params["X0"][0] - 1, "y": params["Y0"][0] - 1, "re": p["r_e"][0], "n": p["n"][0],
+           "q": 1 - p["ell"][0], "flux": fitter.getModelFluxes()[0]}
+    return image, ref
+
+
+@pytest.fixture(scope="module")
+def vcc1512():
+    """VCC 1512: imfit's Sersic + exponential (bulge r_e, n, disk r_e, B/T) and the image."""
+    image = _sdss(VCC1512 / "vcc1512rss_cutout.fits", 120.020408, VCC1512 / "vcc1512rss_mask_cutout.fits")
+    fitter = _imfit(VCC1512 / "config_imfit_vcc1512.dat", *image)
+    params = fitter.getModelAsDict()["function_sets"][0]
+    bulge, disk = (f["parameters"] for f in params["function_list"])
+    total, (f_bulge, _) = fitter.getModelFluxes()
+    ref = {"x": params["X0"][0] - 1, "y": params["Y0"][0] - 1, "r_b": bulge["r_e"][0], "n": bulge["n"][0],
+           "r_d": 1.678347 * disk["h"][0], "bt": f_bulge / total}
+    return image, ref
+
+
+def test_wide_sersic_reaches_imfit_size_of_a_large_galaxy(ic3478):
+    image, ref = ic3478
+    row = _fit_ours(*image, "sersic", (ref["x"], ref["y"]))
+    assert row["FLAGS"] == 0                     # not AT_BOUND: r_e is free to reach 58 px
+    assert abs(row["RADIUS"] / SCALE / ref["re"] - 1) < 0.10
+    assert abs(row["SERSIC"] / ref["n"] - 1) < 0.10
+    assert abs(row["AXRATIO"] - ref["q"]) < 0.02
+    assert abs(row["FLUX_MODEL_r"] / ref["flux"] - 1) < 0.03
+
+
+def test_sersic_rg4_caps_a_large_galaxy_and_says_so(ic3478):
+    image, ref = ic3478
+    row = _fit_ours(*image, "sersic_rg4", (ref["x"], ref["y"]))
+    assert row["FLAGS"] & int(FitFlag.AT_BOUND)
+    assert row["RADIUS"] / SCALE < 0.7 * ref["re"]
+
+
+def test_wide_bulge_disk_finds_imfit_bulge_inside_the_disk(vcc1512):
+    image, ref = vcc1512
+    row = _fit_ours(*image, "B+D_wide", (ref["x"], ref["y"]))
+    # started with the bulge inside the disk, the fit stays in that optimum (a swap would be flagged)
+    assert not row["FLAGS"] & int(FitFlag.BULGE_LARGER), f"swapped: B/T {row['B/T_r']:.2f}"
+    assert row["FLAGS"] == 0
+    assert abs(row["B/T_r"] - ref["bt"]) < 0.03
+    assert abs(row["BULGE_RADIUS_pix"] / ref["r_b"] - 1) < 0.10
+    assert abs(row["BULGE_SERSIC"] / ref["n"] - 1) < 0.10
+    assert abs(row["DISK_RADIUS_pix"] / ref["r_d"] - 1) < 0.05
+
+
+def test_swapped_bulge_and_disk_are_flagged(vcc1512):
+    image, ref = vcc1512
+    row = _fit_ours(*image, "B+D_free", (ref["x"], ref["y"]))
+    # the outer component took the Sersic: B/T is not a bulge fraction, and FLAGS says so
+    assert row["BULGE_RADIUS_pix"] > row["DISK_RADIUS_pix"]
+    assert row["FLAGS"] & int(FitFlag.BULGE_LARGER)
+    assert row["B/T_r"] > 0.5 > ref["bt"]
