@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .schema import SchemaError, check_types
+
 __all__ = ["ConfigError", "load_config", "default_config", "config_hash", "model_path",
            "config_dir", "init_config_dir", "dump_config"]
 
@@ -45,14 +47,15 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
     silently.
     """
     config = default_config()
-    origin = "<dict>"
+    origins: dict[str, str] = {}
     if source is not None:
         if isinstance(source, Mapping):
             user = dict(source)
+            _merge(config, _without_run(user), "<dict>", origins=origins)
         else:
-            origin = str(source)
             user = _read_yaml(Path(source))
-        _merge(config, user, origin)
+            lines = _key_lines(Path(source))
+            _merge(config, _without_run(user), str(source), origins=origins, lines=lines)
     nested: dict[str, Any] = {}
     for key, value in overrides.items():
         if value is None:
@@ -62,9 +65,48 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
             nested.setdefault(section, {})[sub] = value
         else:
             nested[key] = value
-    _merge(config, nested, "<arguments>")
+    _merge(config, nested, "<arguments>", origins=origins)
+    try:
+        check_types(config, default_config(), lambda key: _where(key, origins))
+    except SchemaError as exc:
+        raise ConfigError(str(exc)) from None
     _validate(config)
     return config
+
+
+def _without_run(user: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a file, without the ``run:`` record that ``run.yaml``
+    carries (images, PSFs, grid of the run that wrote it): ``run.yaml`` is
+    fed back with ``--config`` as it is."""
+    return {k: v for k, v in user.items() if k != "run"}
+
+
+def _where(key: str, origins: Mapping[str, str]) -> str:
+    """``"file:line: "`` of the setting ``key`` (or of its section)."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        origin = origins.get(".".join(parts[:n]))
+        if origin:
+            return f"{origin}: "
+    return "defaults.yaml: "
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """Dotted key -> line (1-based) of every mapping key in a YAML file."""
+    out: dict[str, int] = {}
+
+    def walk(node, prefix):
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key, value in node.value:
+            dotted = f"{prefix}{key.value}"
+            out[dotted] = key.start_mark.line + 1
+            walk(value, dotted + ".")
+    try:
+        walk(yaml.compose(path.read_text()), "")
+    except yaml.YAMLError:
+        pass  # _read_yaml has reported it
+    return out
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -88,32 +130,30 @@ _OPEN_SECTIONS = {("psf", "files"), ("cluster", "ec2"), ("cluster", "slurm"),
                   ("cluster", "escalate_resources")}
 
 
-def _merge(base: dict, update: Mapping, origin: str, path: tuple = ()) -> None:
+def _merge(base: dict, update: Mapping, origin: str, path: tuple = (),
+           origins: dict | None = None, lines: Mapping[str, int] | None = None) -> None:
+    """Update ``base`` with ``update``, recording in ``origins`` where each key
+    was set (``file:line``) so that type errors can point at it."""
+    origins = origins if origins is not None else {}
     for key, value in update.items():
         where = path + (key,)
+        dotted = ".".join(map(str, where))
+        line = (lines or {}).get(dotted)
+        origins[dotted] = f"{origin}:{line}" if line else origin
         if key not in base and path not in _OPEN_SECTIONS and where[:2] not in _OPEN_SECTIONS:
-            raise ConfigError(f"{origin}: unknown configuration key {'.'.join(where)!r}")
+            raise ConfigError(f"{origins[dotted]}: unknown configuration key {dotted!r}")
         if isinstance(value, Mapping) and isinstance(base.get(key), dict) \
                 and where not in _OPEN_SECTIONS:
-            _merge(base[key], value, origin, where)
+            _merge(base[key], value, origin, where, origins, lines)
         else:
             base[key] = copy.deepcopy(value)
 
 
 def _validate(config: dict[str, Any]) -> None:
-    tiling = config["tiling"]
-    for key in ("tile_size", "overlap"):
-        if not isinstance(tiling[key], (int, float)) or tiling[key] < 0:
-            raise ConfigError(f"tiling.{key} must be a non-negative number, got {tiling[key]!r}")
-    if tiling["tile_size"] <= 0:
-        raise ConfigError("tiling.tile_size must be positive")
-    if int(tiling["align"]) < 1:
-        raise ConfigError("tiling.align must be a positive integer")
-    models = config["fit"]["models"]
-    if isinstance(models, str):
-        config["fit"]["models"] = [models]
-    if not config["fit"]["models"]:
-        raise ConfigError("fit.models must name at least one model")
+    """Checks across keys (types and ranges are :mod:`.schema`'s)."""
+    kind = config["cluster"]["kind"]
+    if kind == "address" and not config["cluster"]["address"]:
+        raise ConfigError("cluster.kind is address but cluster.address (tcp://host:8786) is not set")
 
 
 def config_hash(config: Mapping[str, Any], keys: tuple[str, ...] = (
