@@ -1,10 +1,14 @@
 """numba kernel: pixel-averaged Sersic intensity and derivatives on a box.
 
 The same mathematics as :func:`dja_sepp.fit.profiles.sersic` (which stays the
-readable reference the tests compare with), fused with the sub-pixel average
-so no large temporaries are built: the inner loop of every fit.
+readable reference the tests compare with), times the grid taper
+``1 - exp(-(rho / rho_c)^4)`` of :mod:`dja_sepp.fit.core` (the cusp is
+transformed exactly there), fused with the sub-pixel average so no large
+temporaries are built: the inner loop of every fit.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
@@ -14,10 +18,12 @@ __all__ = ["sersic_box"]
 
 @njit(cache=True, fastmath=True, nogil=True)  # nogil: the worker's event loop stays live
 def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
-               b, log_norm, dlog_norm_dn, db_dn, jac, derivatives):  # pragma: no cover - jitted
+               b, log_norm, dlog_norm_dn, db_dn, jac, rho_c, derivatives):  # pragma: no cover - jitted
     """Fill ``out[i, j]`` (and ``dout[:, i, j]``) for fine pixels of the box
     starting at ``(y0, x0)``; each fine pixel is averaged over ``os x os``
-    samples. Fine pixel ``m`` is centred on band coordinate ``c0 + m / fo``."""
+    samples. Fine pixel ``m`` is centred on band coordinate ``c0 + m / fo``.
+    The profile is multiplied by ``1 - w``, ``w = exp(-(rho / rho_c)^4)``
+    (``rho_c`` held fixed in the derivatives)."""
     ny, nx = out.shape
     cphi, sphi = np.cos(phi), np.sin(phi)
     inv_q2 = 1.0 / (q * q)
@@ -26,6 +32,7 @@ def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
     log_re = np.log(re)
     inv_n = 1.0 / n
     w = 1.0 / (os * os)
+    inv_rc2 = 1.0 / (rho_c * rho_c * re * re)  # (rho / rho_c)^2 = r2 * inv_rc2
     for i in range(ny):
         for j in range(nx):
             acc = 0.0
@@ -44,15 +51,20 @@ def sersic_box(out, dout, y0, x0, os, c0, fo, cbx, cby, ainv, re, q, phi, n,
                     # one log and two exp per sample: rho^(1/n) = exp(log(rho) / n)
                     log_rho = 0.5 * np.log(r2) - log_re
                     t = np.exp(log_rho * inv_n)
-                    val = np.exp(-b * (t - 1.0) + log_pre)
+                    p = np.exp(-b * (t - 1.0) + log_pre)
+                    e2 = r2 * inv_rc2
+                    e4 = e2 * e2
+                    om = -math.expm1(-e4)        # 1 - w without cancellation
+                    val = p * om
                     acc += val
                     if derivatives:
-                        g = -b * t * inv_n * val / r2
-                        d0 += g * (-u * cphi + v * inv_q2 * sphi)
-                        d1 += g * (-u * sphi - v * inv_q2 * cphi)
-                        d2 += (b * t * inv_n - 2.0) * val
-                        d3 += g * (-(v * v) / (q * q * q)) - val / q
-                        d4 += g * (u * v - v * inv_q2 * u)
+                        # d/dtheta [p (1 - w)] = (1 - w) dp + 4 p w e4 dlog(rho)
+                        cl = p * (-b * t * inv_n * om + 4.0 * (1.0 - om) * e4) / r2
+                        d0 += cl * (-u * cphi + v * inv_q2 * sphi)
+                        d1 += cl * (-u * sphi - v * inv_q2 * cphi)
+                        d2 += -cl * r2 - 2.0 * val
+                        d3 += cl * (-(v * v) / (q * q * q)) - val / q
+                        d4 += cl * (u * v - v * inv_q2 * u)
                         d5 += (-db_dn * (t - 1.0) + b * t * log_rho * inv_n * inv_n - dlog_norm_dn) * val
             out[i, j] = acc * w * jac
             if derivatives:

@@ -2,16 +2,17 @@
 
 A profile is defined on the detection frame; a band sees it through the local
 affine map ``band = A @ det + t`` of its WCS (so 0.02" and 0.04" grids, or any
-rotation, work alike). Each band pixel gets the profile's *mean over the
-pixel* by supersampling, refined towards the centre where the profile is steep
-(Sersic cusps), and the stamp is convolved with the PSF in one batched real
-FFT together with its derivative images.
+rotation, work alike). A Sersic is split by a smooth taper into its core and
+the rest (:mod:`dja_sepp.fit.core`): the core's transform is exact (a Hankel
+transform: the cusp of high-n profiles aliases on any pixel grid), the rest is
+smooth and sampled on the band's pixels (or a finer grid for thin tapers). The
+sum is convolved with the PSF in one batched real FFT together with the
+derivative images.
 
 The PSF images are effective PSFs (optics convolved with the pixel, as stars
-and PSFEx give them). Convolving a pixel-averaged profile with them would
-apply the pixel twice, so the kernel is the PSF's transform divided by the
-pixel transfer function ``sinc(fx) sinc(fy)``: the model is then exactly the
-profile convolved with the effective PSF, sampled at pixel centres.
+and PSFEx give them): the model is the profile convolved with the effective
+PSF, sampled at pixel centres, so the profile enters as point samples (its
+transform), never as pixel averages (that would apply the pixel twice).
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft as sfft
 
+from .core import core_matrix, core_plan, core_spectrum
 from .kernels import sersic_box
-from .profiles import N_GEOMETRY, _norm_terms, polygon_flux, sersic
+from .profiles import N_GEOMETRY, _norm_terms
 
 __all__ = ["BandGrid", "psf_kernel", "render_profile", "render_point", "supersample"]
 
@@ -125,10 +127,11 @@ def render_profile(grid: BandGrid, x0: float, y0: float, re: float, q: float, ph
                    n: float, derivatives: bool = True, oversample: int | None = None):
     """Unit-flux Sersic (detection-frame geometry) convolved with the band PSF.
 
-    The profile is averaged over sub-pixels (``oversample`` per band pixel,
-    refined further towards the centre); its transform at the band's own
-    frequencies is taken from that fine grid, where aliasing of the cusp is
-    negligible, divided by the sub-pixel response, multiplied by the PSF's
+    The profile is split by a smooth taper (:mod:`dja_sepp.fit.core`): the
+    cusp-free remainder is sampled on a grid ``oversample`` times finer than
+    the band's (chosen with the taper when None) and transformed; the
+    tapered core is transformed exactly (Hankel transform).
+    Their sum at the band's own frequencies is multiplied by the PSF's
     transform and brought back to band pixels.
 
     Returns
@@ -141,67 +144,42 @@ def render_profile(grid: BandGrid, x0: float, y0: float, re: float, q: float, ph
     ainv = np.linalg.inv(grid.affine)
     jac = 1.0 / grid.det_affine
     cb = grid.to_band(x0, y0) + grid.margin  # centre on the rendered grid (band pixels)
-    re_band = re * np.sqrt(grid.det_affine * q)  # circularised radius, band pixels
-    if oversample is None:
-        oversample = choose_oversampling(re_band, n)
-    fo = int(oversample)
+    rho_c, fo = core_plan(core_matrix(grid.affine, re, q, phi), _core_reach(grid, cb))
+    fo = int(oversample or fo)
     c0 = -0.5 + 0.5 / fo  # band coordinate of the first fine pixel's centre
-
     ny, nx = (grid.shape[0] + 2 * grid.margin) * fo, (grid.shape[1] + 2 * grid.margin) * fo
-    re_fine = re_band * fo
-    b, log_norm, dlog_norm_dn, db_dn = _norm_terms(float(n))
+    terms = _norm_terms(float(n))
     img = np.empty((ny, nx))
     der = np.empty((N_GEOMETRY, ny, nx)) if derivatives else np.empty((N_GEOMETRY, 1, 1))
-
-    def fill(y_lo, y_hi, x_lo, x_hi, os):
-        sub = np.empty((y_hi - y_lo, x_hi - x_lo))
-        dsub = np.empty((N_GEOMETRY,) + sub.shape) if derivatives else der
-        sersic_box(sub, dsub, y_lo, x_lo, os, c0, float(fo), cb[0], cb[1], ainv, re, q, phi, n,
-                   b, log_norm, dlog_norm_dn, db_dn, jac, derivatives)
-        img[y_lo:y_hi, x_lo:x_hi] = sub
-        if derivatives:
-            der[:, y_lo:y_hi, x_lo:x_hi] = dsub
-
-    # One sample per fine pixel is enough where the profile is smooth on that
-    # scale; boxes around the centre are resampled ever finer (the cusp).
-    fill(0, ny, 0, nx, 1)
-    ic, jc = (int(np.floor((cb[1] - c0) * fo + 0.5)), int(np.floor((cb[0] - c0) * fo + 0.5)))
-    for half, os in ((int(min(2 * re_fine + 2, 16)), 4), (2, 16)):
-        y_lo, y_hi = max(ic - half, 0), min(ic + half + 1, ny)
-        x_lo, x_hi = max(jc - half, 0), min(jc + half + 1, nx)
-        if y_hi > y_lo and x_hi > x_lo:
-            fill(y_lo, y_hi, x_lo, x_hi, os)
-    if not derivatives:
-        der = None
-    _exact_cusp(img, ic, jc, fo, c0, cb, grid.affine, re, q, phi, n)
-    return _convolve_fine(grid, img, der, fo, c0)
+    sersic_box(img, der, 0, 0, 1, c0, float(fo), cb[0], cb[1], ainv, re, q, phi, n,
+               *terms, jac, rho_c, derivatives)
+    core = (cb, re, q, phi, n, rho_c, terms)
+    return _convolve_fine(grid, img, der if derivatives else None, fo, c0, core)
 
 
-def _exact_cusp(img, ic, jc, fo, c0, cb, affine, re, q, phi, n) -> None:
-    """Replace the 3x3 fine pixels around the centre by their exact flux."""
-    ainv = np.linalg.inv(affine)
-    area = (1.0 / fo) ** 2  # fine pixel area in band pixels
-    ii, jj = np.mgrid[ic - 1:ic + 2, jc - 1:jc + 2]
-    keep = (ii >= 0) & (ii < img.shape[0]) & (jj >= 0) & (jj < img.shape[1])
-    ii, jj = ii[keep], jj[keep]
-    xb = c0 + (jj[:, None] + np.array([-0.5, 0.5, 0.5, -0.5])) / fo - cb[0]
-    yb = c0 + (ii[:, None] + np.array([-0.5, -0.5, 0.5, 0.5])) / fo - cb[1]
-    corners = np.stack([ainv[0, 0] * xb + ainv[0, 1] * yb, ainv[1, 0] * xb + ainv[1, 1] * yb], -1)
-    img[ii, jj] = polygon_flux(n, re, q, phi, corners) / area
+def _core_reach(grid: BandGrid, cb: np.ndarray) -> float:
+    """Distance from the centre beyond which core light would wrap around the
+    FFT grid onto the rendered region (band pixels)."""
+    ny, nx = grid.shape[0] + 2 * grid.margin, grid.shape[1] + 2 * grid.margin
+    Ny, Nx = grid.fft_shape
+    return float(min(cb[0] + Nx - nx, Nx - cb[0], cb[1] + Ny - ny, Ny - cb[1]))
 
 
-def choose_oversampling(re_band: float, n: float) -> int:
-    """Sub-pixels per band pixel needed for ~1e-3 accuracy (measured against
-    GalSim, see tests/test_render.py): compact or cuspy profiles need 3."""
-    if re_band >= 4 and n <= 2.5:
-        return 1
-    return 2
+def _band_frequencies(Ny: int, Nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies (cycles/pixel) of the band's half spectrum, Nyquist at +1/2
+    on both axes: the fine grid's transform and the core are evaluated there,
+    and their parts must cancel at one and the same frequency."""
+    fy = sfft.fftfreq(Ny)
+    if Ny % 2 == 0:
+        fy[Ny // 2] = 0.5
+    return fy[:, None], sfft.rfftfreq(Nx)[None, :]
 
 
-def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: int, c0: float):
+def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: int, c0: float,
+                   core: tuple):
     # float32 transforms: twice as fast, and 1e-7 precision is plenty here.
     # Position derivatives are not transformed: they are the exact gradient of
-    # the rendered image (Fourier shift theorem), cusp correction included.
+    # the rendered image (Fourier shift theorem), core included.
     stack = (img[None] if der is None else np.concatenate([img[None], der[2:]], axis=0)).astype(np.float32)
     Ny, Nx = grid.fft_shape
     spec = sfft.rfft2(stack, s=(Ny * fo, Nx * fo))
@@ -209,12 +187,16 @@ def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: 
         hy = Ny // 2
         spec = np.concatenate([spec[:, :hy + 1, :Nx // 2 + 1],
                                spec[:, Ny * fo - (Ny - hy - 1):, :Nx // 2 + 1]], axis=1)
-    fy = sfft.fftfreq(Ny)[:, None]
-    fx = sfft.rfftfreq(Nx)[None, :]
-    # fine-sample positions start at c0; the sub-pixel response is sinc(f / fo)
-    factor = np.exp(-2j * np.pi * (fx + fy) * c0) / (fo * fo * np.sinc(fy / fo) * np.sinc(fx / fo))
-    kern = (factor * grid.kernel(divide_pixel=False)).astype(np.complex64)
-    spec = spec * kern
+    fy, fx = _band_frequencies(Ny, Nx)
+    # fine samples are point values of a smooth function (no pixel response
+    # to undo) at positions starting at c0, each standing for 1 / fo^2 pixel
+    factor = np.exp(-2j * np.pi * (fx + fy) * c0) / (fo * fo)
+    spec = spec * factor.astype(np.complex64)
+    cspec, cder = core_spectrum(fy, fx, grid.affine, *core, derivatives=der is not None)
+    spec[0] += cspec
+    if der is not None:
+        spec[1:] += cder
+    spec = spec * grid.kernel(divide_pixel=False).astype(np.complex64)
     if der is not None:
         gx, gy = 2j * np.pi * fx * spec[0], 2j * np.pi * fy * spec[0]  # d/d(band x, y)
         a = grid.affine
