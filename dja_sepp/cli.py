@@ -2,7 +2,8 @@
 
 Bad input ends with a one-line reason on stderr and exit status 2; a run
 whose tiles did not all succeed ends with status 1 after merging and
-reporting what it could.
+reporting what it could; a complete run in which a band had no valid pixels
+anywhere ends with status 3 (the band has no measurements).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_DEGRADED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,18 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (path or s3:// URL)")
     p.add_argument("--model", action="append", dest="models",
                    help="model name (repeatable; first is the primary catalog)")
-    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
-    p.add_argument("--cluster", help="scheduler address (tcp://host:8786) or cluster kind")
+    p.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per core)")
+    p.add_argument("--cluster", type=_cluster_arg,
+                   help="cluster kind (local, slurm, pbs, ec2: settings from the configuration) "
+                        "or scheduler address (tcp://host:8786)")
     p.add_argument("--psf", action="append", default=[], metavar="BAND=FILE",
                    help="PSF file for a band (repeatable); other bands get a built PSF")
     p.add_argument("--no-mosaic", action="store_true", help="skip the model/residual mosaics")
     p.add_argument("--resume", metavar="RUN_DIR",
-                   help="finish RUN_DIR: recompute only its failed or missing tiles")
+                   help="finish RUN_DIR with its own run.yaml: recompute only its failed or missing "
+                        "tiles (--workers, --cluster and --no-mosaic apply; options that change the "
+                        "result are refused)")
 
     p = sub.add_parser("demo", help="simulate a small JWST-like field and run the pipeline on it")
     p.add_argument("--out", required=True, help="folder for images/, truth.fits and run/")
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--size", type=float, default=32.0, help="field side in arcsec")
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--size", type=_positive_float, default=32.0, help="field side in arcsec")
     p.add_argument("--galaxies", type=int, default=200)
     p.add_argument("--passes", type=int, default=1,
                    help="fitting passes (1 keeps the demo to a few minutes; runs default to 2)")
@@ -72,8 +77,58 @@ def _field_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--field", help="field name prefix (when the folder holds several)")
     p.add_argument("--bands", help="comma-separated bands to use (default: all found)")
     p.add_argument("--config", help="run configuration YAML")
-    p.add_argument("--tile-size", type=float, help="tile core side in arcsec")
-    p.add_argument("--overlap", type=float, help="tile halo width in arcsec")
+    p.add_argument("--tile-size", type=_positive_float, help="tile core side in arcsec")
+    p.add_argument("--overlap", type=_non_negative_float, help="tile halo width in arcsec")
+
+
+CLUSTER_KINDS = ("local", "slurm", "pbs", "ec2")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text!r}")
+    return value
+
+
+def _cluster_arg(text: str) -> str:
+    """A cluster kind, or a scheduler address (``tcp://host:port``, ``host:port``)."""
+    if text in CLUSTER_KINDS or "://" in text:
+        return text
+    host, _, port = text.rpartition(":")
+    if host and port.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a cluster kind ({', '.join(CLUSTER_KINDS)}) nor a scheduler "
+        f"address (tcp://host:8786)")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -82,46 +137,73 @@ def _overrides(args: argparse.Namespace) -> dict:
            "tiling__overlap": getattr(args, "overlap", None)}
     if getattr(args, "bands", None):
         out["field__bands"] = [b.strip().upper() for b in args.bands.split(",")]
-    if getattr(args, "workers", None):
+    if getattr(args, "workers", None) is not None:
         out["cluster__n_workers"] = args.workers
     if getattr(args, "no_mosaic", False):
         out["mosaic__enabled"] = False
     return {k: v for k, v in out.items() if v is not None}
 
 
+# Options of `run` that change the result: a resume (which finishes a run with
+# its own run.yaml) refuses them rather than ignoring them.
+_RESULT_OPTIONS = {"images": "--images", "out": "--out", "field": "--field", "bands": "--bands",
+                   "config": "--config", "tile_size": "--tile-size", "overlap": "--overlap",
+                   "models": "--model", "psf": "--psf"}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
     from .pipeline.graph import resume
     if args.resume:
-        result = resume(args.resume, cluster=args.cluster)
-        print(result.summary())
-        return EXIT_OK if result.complete else EXIT_INCOMPLETE
+        given = [flag for key, flag in _RESULT_OPTIONS.items() if getattr(args, key, None)]
+        if given:
+            raise ValueError(f"--resume finishes {args.resume} with its own run.yaml; "
+                             f"{', '.join(given)} would change its result: start a new run instead "
+                             f"(--config {args.resume}/run.yaml --out NEW_DIR)")
+        result = resume(args.resume, **_cluster(args), **_overrides(args))
+        return _report(result)
     if not args.images or not args.out:
         raise ValueError("run needs --images and --out (or --resume RUN_DIR)")
-    psfs = dict(item.split("=", 1) for item in args.psf)
-    result = run(args.images, args.out, models=args.models, cluster=args.cluster,
-                 config=args.config, psfs=psfs, **_overrides(args))
+    psfs = {}
+    for item in args.psf:
+        band, sep, path = item.partition("=")
+        if not sep or not band or not path:
+            raise ValueError(f"--psf {item}: expected BAND=FILE")
+        psfs[band] = path
+    result = run(args.images, args.out, models=args.models, config=args.config, psfs=psfs,
+                 **_cluster(args), **_overrides(args))
+    return _report(result)
+
+
+def _cluster(args: argparse.Namespace) -> dict:
+    """``--cluster``: a kind becomes ``cluster.kind``, an address the scheduler."""
+    if args.cluster in CLUSTER_KINDS:
+        return {"cluster__kind": args.cluster}
+    return {"cluster": args.cluster}
+
+
+def _report(result) -> int:
     print(result.summary())
-    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+    if not result.complete:
+        return EXIT_INCOMPLETE
+    return EXIT_DEGRADED if result.degraded else EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     result = run_demo(args.out, size=args.size, n_galaxies=args.galaxies, seed=args.seed,
                       workers=args.workers, models=args.models, fit__passes=args.passes)
-    print(result.summary())
-    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+    return _report(result)
 
 
 def _field_setup(args: argparse.Namespace):
     """Configuration, field, tiling and writable output store of a command."""
     from .io.store import RunStore
-    from .pipeline.graph import field_from_config
+    from .pipeline.graph import _grid, field_from_config
     from .settings import load_config
-    from .tiling import make_tiles
     cfg = load_config(args.config, **_overrides(args))
     fld = field_from_config(args.images, cfg)
-    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
+    grid = _grid(fld, cfg)
     store = RunStore(args.out)
     store.check_writable()
     return cfg, fld, grid, store
@@ -148,8 +230,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from .pipeline.graph import rebuild_grid, merge_run
     store, cfg, _, grid = rebuild_grid(args.run_dir)
     result = merge_run(store, grid, cfg)
-    print(result.summary())
-    return EXIT_OK if result.complete else EXIT_INCOMPLETE
+    return _report(result)
 
 
 def cmd_mosaic(args: argparse.Namespace) -> int:

@@ -72,7 +72,7 @@ def test_bad_config_file(capsys, images, tmp_path):
     cfg.write_text("detection:\n  treshold: 2\n")
     code, err = _run_cli(capsys, "run", "--images", str(images), "--out", str(tmp_path / "r"),
                          "--config", str(cfg))
-    assert code == 2 and "cfg.yaml: unknown configuration key 'detection.treshold'" in err[-1]
+    assert code == 2 and "cfg.yaml:2: unknown configuration key 'detection.treshold'" in err[-1]
 
 
 def test_tiles_command_writes_regions(capsys, images, tmp_path):
@@ -93,3 +93,86 @@ def test_console_entry_point_runs(tmp_path):
                            "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"dja-sepp: error: {tmp_path / 'none'}: not a folder"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--workers", "-1"], "--workers: must be a whole number of at least 1, not '-1'"),
+    (["--workers", "0"], "--workers: must be a whole number of at least 1, not '0'"),
+    (["--tile-size", "inf"], "--tile-size: must be a finite number, not 'inf'"),
+    (["--tile-size", "nan"], "--tile-size: must be a finite number"),
+    (["--overlap", "-3"], "--overlap: must not be negative"),
+    (["--cluster", "slurmm"], "'slurmm' is neither a cluster kind"),
+])
+def test_bad_run_options_are_refused_up_front(capsys, images, tmp_path, argv, words):
+    """-1 workers used to hang, 0 to start one per core, inf to dump a traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--images", str(images), "--out", str(tmp_path / "run"), *argv])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cluster_kind_is_not_an_address():
+    from dja_sepp.cli import _cluster, build_parser
+    args = build_parser().parse_args(["run", "--cluster", "slurm"])
+    assert _cluster(args) == {"cluster__kind": "slurm"}
+    args = build_parser().parse_args(["run", "--cluster", "127.0.0.1:8786"])
+    assert _cluster(args) == {"cluster": "127.0.0.1:8786"}
+
+
+def test_overlap_larger_than_the_field_is_refused(capsys, images, tmp_path):
+    """Several tiles whose halo is wider than the field would each fit the
+    whole field: refused (one tile covering the field is only warned about)."""
+    code, err = _run_cli(capsys, "tiles", "--images", str(images), "--out", str(tmp_path / "t"),
+                         "--tile-size", "3", "--overlap", "60")
+    assert code == 2 and "tiling.overlap 60\" is larger than the field tst" in err[-1]
+    code, err = _run_cli(capsys, "run", "--images", str(images), "--out", str(tmp_path / "r"),
+                         "--tile-size", "3", "--overlap", "60")
+    assert code == 2 and "each of its 12 tiles would fit the whole field" in err[-1]
+    assert not (tmp_path / "r" / "run.yaml").exists()
+
+
+@pytest.mark.parametrize("flag", [["--model", "B+D"], ["--psf", "F200W=x.fits"], ["--tile-size", "9"],
+                                  ["--config", "c.yaml"], ["--images", "."]])
+def test_resume_refuses_options_that_change_the_result(capsys, tmp_path, flag):
+    code, err = _run_cli(capsys, "run", "--resume", str(tmp_path), *flag)
+    assert code == 2 and f"{flag[0]} would change its result" in err[-1]
+
+
+def test_bad_psf_option(capsys, images, tmp_path):
+    code, err = _run_cli(capsys, "run", "--images", str(images), "--out", str(tmp_path / "r"),
+                         "--psf", "F200W")
+    assert code == 2 and "--psf F200W: expected BAND=FILE" in err[-1]
+
+
+def test_truncated_band_is_found_before_any_tile(capsys, images, tmp_path):
+    path = images / "tst-f444w-clear_drc_sci.fits"
+    path.write_bytes(path.read_bytes()[: 2880 * 3 + 50000])
+    code, err = _run_cli(capsys, "run", "--images", str(images), "--out", str(tmp_path / "r"))
+    assert code == 2 and "tst-f444w-clear_drc_sci.fits: truncated FITS file" in err[-1]
+    assert not (tmp_path / "r" / "tiles").exists()
+
+
+def _psf_file(path, scale, data=None):
+    yy, xx = np.mgrid[-12:13, -12:13]
+    data = np.exp(-(xx ** 2 + yy ** 2) / 8.0) if data is None else data
+    hdu = fits.PrimaryHDU(data.astype(np.float32))
+    hdu.header["PIXSCALE"] = scale
+    hdu.writeto(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["text", "nan", "truncated"])
+def test_bad_psf_file_is_found_before_any_tile(capsys, images, tmp_path, kind):
+    bad = tmp_path / "bad_psf.fits"
+    if kind == "text":
+        bad.write_text("not a FITS file\n")
+    elif kind == "nan":
+        _psf_file(bad, 0.04, np.full((25, 25), np.nan))
+    else:
+        _psf_file(bad, 0.04)
+        bad.write_bytes(bad.read_bytes()[:3000])
+    good = _psf_file(tmp_path / "good.fits", 0.02)
+    code, err = _run_cli(capsys, "run", "--images", str(images), "--out", str(tmp_path / "r"),
+                         "--psf", f"F444W={bad}", "--psf", f"F200W={good}")
+    assert code == 2 and f"{bad}: " in err[-1] and "F444W" in err[-1]
+    assert not (tmp_path / "r" / "tiles").exists()

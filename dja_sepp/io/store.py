@@ -26,6 +26,20 @@ class OutputError(OSError):
     """The run directory cannot be written."""
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
+    os.umask(mask)
+    return mask
+
+
 class RunStore:
     """Read and write files of a run directory.
 
@@ -41,6 +55,8 @@ class RunStore:
         self.root = str(root).rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.remote = is_remote(self.root)
+        if not self.remote and "://" not in self.root:  # workers run in other folders
+            self.root = str(Path(self.root).expanduser().absolute())
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root, **self.storage_options)
 
     def __repr__(self) -> str:
@@ -78,6 +94,9 @@ class RunStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            # mkstemp makes 0600 files: give the mode a plain open() would
+            # (the umask decides), so collaborators can read catalogs
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

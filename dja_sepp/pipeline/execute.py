@@ -30,7 +30,8 @@ def client_for(cluster: Any, config: Mapping[str, Any]) -> Iterator[Any]:
     """A ``distributed.Client`` for ``cluster`` (closed on exit if made here).
 
     ``cluster`` may be a Client (used as is), a cluster object, a scheduler
-    address, or None (the ``cluster:`` section of the configuration).
+    address, a cluster kind (``local``, ``slurm``, ``pbs``, ``ec2``: the
+    ``cluster:`` section's settings), or None (the ``cluster:`` section).
     """
     from distributed import Client
     if isinstance(cluster, Client):
@@ -39,7 +40,9 @@ def client_for(cluster: Any, config: Mapping[str, Any]) -> Iterator[Any]:
     if cluster is None or isinstance(cluster, str):
         from ..deploy import cluster_client
         cfg = dict(config["cluster"])
-        if isinstance(cluster, str):
+        if cluster in ("local", "slurm", "pbs", "ec2"):
+            cfg.update(kind=cluster)  # a kind, never read as a host name
+        elif isinstance(cluster, str):
             cfg.update(kind="address", address=cluster)
         with cluster_client(cfg) as client:
             yield client

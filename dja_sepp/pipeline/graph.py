@@ -3,10 +3,15 @@
 The driver holds no pixels: it reads headers, submits one task per tile
 (workers read their own windows), waits with a progress bar, and merges the
 small tile catalogs. A rerun skips tiles whose ``status.json`` is ok with the
-same input hash, so an interrupted run resumes where it stopped.
+same input key (contents of the inputs, code and configuration), so an
+interrupted run resumes where it stopped; a rerun in a directory that holds a
+run works beside it and replaces it only when not worse (:mod:`.runstate`).
+Everything is checked (configuration, images, PSF files) before the first
+tile.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field as dc_field
@@ -16,12 +21,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from astropy.table import Table
 
+from ..io.cache import is_remote
 from ..io.field import Field
+from ..io.fingerprint import inputs_key
+from ..io.preflight import check_images, check_psfs
 from ..io.store import RunStore
 from ..merge import MergeStats, merge_catalogs
 from ..settings import dump_config, load_config, model_path
 from ..tiling import TileGrid, make_tiles
-from .tile_task import catalog_name, process_tile, rejected_name, tile_input_hash
+from .runstate import carry_psfs, carry_tiles, finish_attempt, open_attempt
+from .tile_task import catalog_name, rejected_name, tile_input_hash
 
 __all__ = ["run", "RunResult", "field_from_config", "merge_run"]
 
@@ -61,6 +70,21 @@ class RunResult:
     catalogs: dict[str, str] = dc_field(default_factory=dict)
     mosaic_path: str | None = None
     noise_correlation: dict[str, float] = dc_field(default_factory=dict)
+    kept_previous: str | None = None
+    unusable_bands: dict[str, str] = dc_field(default_factory=dict)
+
+    @property
+    def degraded(self) -> bool:
+        """True when some band could not be measured anywhere in the field."""
+        return bool(self.unusable_bands)
+
+    def relocate(self, old: str, new: str) -> None:
+        """Paths of the result moved from root ``old`` to ``new``."""
+        def move(p):
+            return new + p[len(old):] if isinstance(p, str) and p.startswith(old) else p
+        self.run_dir, self.catalog_path, self.mosaic_path = map(
+            move, (self.run_dir, self.catalog_path, self.mosaic_path))
+        self.catalogs = {k: move(v) for k, v in self.catalogs.items()}
 
     @property
     def complete(self) -> bool:
@@ -77,6 +101,11 @@ class RunResult:
         if self.mosaic_path:
             lines.append(f"mosaics {self.mosaic_path}")
         lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
+        lines += [f"WARNING: band {b} is unusable over the whole field ({r}): it has no "
+                  f"measurements" for b, r in self.unusable_bands.items()]
+        if self.kept_previous:
+            lines.append(f"the earlier run in {self.kept_previous} was better and is kept as it was; "
+                         f"this attempt is in {self.run_dir} (--resume {self.run_dir} finishes it)")
         return "\n".join(lines)
 
 
@@ -86,9 +115,11 @@ def field_from_config(images: str | Field, config: Mapping[str, Any],
     if isinstance(images, Field):
         return images
     fc = config["field"]
-    return Field.from_directory(images, field=fc["name"], bands=fc["bands"],
+    # absolute paths: workers (and a later resume) may run in another folder
+    cache_dir = _absolute(fc["cache_dir"]) if fc["cache_dir"] else None
+    return Field.from_directory(_absolute(images), field=fc["name"], bands=fc["bands"],
                                 detection=fc["detection"], zeropoint=fc["zeropoint"],
-                                cache_dir=fc["cache_dir"], storage_options=storage_options)
+                                cache_dir=cache_dir, storage_options=storage_options)
 
 
 def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | None = None,
@@ -120,24 +151,29 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     t_start = time.perf_counter()
     if models:
         overrides["fit__models"] = list(models)
-    cfg = load_config(config, **overrides)
-    store = RunStore(out, storage_options)
-    store.check_writable()
+    cfg = load_config(config, **overrides)  # every value checked before anything is written
+    final = RunStore(out, storage_options)
+    final.check_writable()
     fld = field_from_config(images, cfg, storage_options)
     _check_models(cfg)
-    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
-    if not grid.tiles:
-        raise ValueError(f"{fld.detection.wht_path}: no tile has valid detection pixels")
-    psf_paths = _resolve_psfs(fld, grid, cfg, store, psfs)
-    cfg["run"] = {"images": str(images if not isinstance(images, Field) else fld.detection.sci_path),
+    grid = _grid(fld, cfg)
+    check_images(fld)  # truncated or unreadable mosaics: stop now, not in every tile
+    check_psfs(_given_psfs(cfg, psfs), fld)
+    # an earlier run in `out` is never written over: this attempt works beside it
+    store, previous = open_attempt(final)
+    given = carry_psfs(final, store, _given_psfs(cfg, psfs))
+    psf_paths = _resolve_psfs(fld, grid, cfg, store, given)
+    cfg["run"] = {"images": _absolute(images if not isinstance(images, Field) else fld.detection.sci_path),
                   "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
                   "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo}
-    store.write_text("run.yaml", dump_config(cfg))
+    cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
+    store.write_text("run.yaml", dump_config(_portable(cfg, store)))
     _write_tiling(grid, fld, store)
     timings = {"setup": time.perf_counter() - t_start}
 
     from .execute import execute_tiles  # distributed imported only when running
-    todo, reused = _tiles_to_run(grid, fld, cfg, store, psf_paths)
+    todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
+    carry_tiles(final, store, [t.id for t in reused])
     t0 = time.perf_counter()
     statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=cluster,
                              progress=progress, storage_options=storage_options)
@@ -154,7 +190,7 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
         try:
             result.mosaic_path = _mosaics(store, cfg, fld, grid, cluster, storage_options)
         except Exception as exc:  # the catalog is written: keep it, report the mosaic failure
-            log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", store.root, exc)
+            log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", final.root, exc)
             failed["mosaic"] = f"{type(exc).__name__}: {exc}"
         timings["mosaic"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
@@ -162,12 +198,75 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     result.failed = failed
     result.n_ok = len(grid.tiles) - len([t for t in failed if t != "mosaic"])
     result.timings = timings
-    store.write_json("summary.json", {
-        "complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
-        "n_reused": result.n_skipped, "failed": failed, "timings": timings,
-        "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
-        "noise_correlation": result.noise_correlation})
+    return _finish(final, store, previous, result)
+
+
+def _finish(final: RunStore, store: RunStore, previous: dict | None, result: RunResult) -> RunResult:
+    """Swap the attempt in if it is not worse than the earlier run; write
+    ``summary.json`` where the attempt's files end up."""
+    summary = _summary(result)
+    swapped, where = finish_attempt(final, store, previous, summary)
+    if where.root != store.root:
+        result.relocate(store.root, where.root)
+    result.kept_previous = None if swapped else final.root
+    summary = _summary(result)
+    where.write_json("summary.json", summary)
     return result
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    return {"complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
+            "n_reused": result.n_skipped, "failed": result.failed, "timings": result.timings,
+            "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
+            "noise_correlation": result.noise_correlation, "unusable_bands": result.unusable_bands}
+
+
+def _grid(fld: Field, cfg: Mapping[str, Any]) -> TileGrid:
+    """The tiling of the field, refused before any work starts when no tile
+    has valid pixels, or when the halo is wider than the field and there are
+    several tiles (each would process the whole field again)."""
+    t = cfg["tiling"]
+    grid = make_tiles(fld, t["tile_size"], t["overlap"], t["align"])
+    if not grid.tiles:
+        raise ValueError(f"{fld.detection.wht_path}: no tile has valid detection pixels")
+    ny, nx = fld.detection.shape
+    scale = fld.detection.pixel_scale
+    if t["overlap"] > min(ny, nx) * scale:
+        what = (f"tiling.overlap {t['overlap']:g}\" is larger than the field {fld.name} "
+                f"({nx * scale:.1f}\" x {ny * scale:.1f}\")")
+        if len(grid.tiles) > 1:
+            raise ValueError(f"{what}: each of its {len(grid.tiles)} tiles would fit the whole "
+                             f"field; use a halo a little wider than the largest source")
+        log.warning("%s; one tile covers the field, the halo is cut at its edges", what)
+    return grid
+
+
+def _absolute(path: str | Path) -> str:
+    """A local path made absolute (a run.yaml read from another folder must
+    find the same files); URLs as they are."""
+    text = str(path)
+    return text if is_remote(text) or "://" in text else str(Path(text).expanduser().resolve())
+
+
+def _portable(cfg: Mapping[str, Any], store: RunStore) -> dict[str, Any]:
+    """What ``run.yaml`` holds: the configuration with absolute input paths,
+    the PSFs the run built relative to the run directory (so the folder can
+    move, and a resume from elsewhere finds the same files), and no secret
+    (``cluster.worker_env`` values are left out: give them again to resume)."""
+    out = copy.deepcopy(dict(cfg))
+    # worker_env may hold credentials: its names are kept, never its values
+    out["cluster"]["worker_env"] = {}
+    out["run"]["worker_env_names"] = sorted(cfg["cluster"].get("worker_env") or {})
+    root = store.url() + "/"
+    out["run"]["psf_files"] = {b: p[len(root):] if p.startswith(root) else p
+                               for b, p in cfg["run"]["psf_files"].items()}
+    return out
+
+
+def _run_paths(record: Mapping[str, Any], store: RunStore) -> dict[str, str]:
+    """PSF paths of a ``run.yaml`` record, run-relative ones resolved."""
+    files = record.get("psf_files") or {}
+    return {b: p if is_remote(p) or Path(p).is_absolute() else store.url(p) for b, p in files.items()}
 
 
 def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunResult:
@@ -178,18 +277,22 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
     whole field.
     """
     models = list(cfg["fit"]["models"])
-    ok_tiles, missing, noise = [], [], {}
+    ok_tiles, missing, noise, dropped = [], [], {}, []
     for tile in grid.tiles:
         rel = f"tiles/{tile.id}/status.json"
         status = store.read_json(rel) if store.exists(rel) else {}
         if status.get("state") == "ok":
             ok_tiles.append(tile)
+            dropped.append(status.get("dropped_bands") or {})
             for band, factor in status.get("noise_correlation", {}).items():
                 noise.setdefault(band, []).append(factor)
         else:
             missing.append(tile.id)
     result = RunResult(store.root, None, len(grid.tiles), len(ok_tiles), 0,
                        {t: "not ok" for t in missing})
+    result.unusable_bands = _unusable(dropped)
+    for band, reason in result.unusable_bands.items():
+        log.warning("band %s is unusable over the whole field (%s): no measurements", band, reason)
     # flux errors of each tile were multiplied by its own factor; the field's median is reported
     result.noise_correlation = {b: round(float(np.median(v)), 4) for b, v in noise.items()}
     for i, model in enumerate(models):
@@ -201,6 +304,9 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
         merged.meta["NTILES"] = len(grid.tiles)
         if missing:
             merged.meta["MISSING"] = ",".join(missing)[:60]
+        if result.unusable_bands:
+            merged.meta["UNUSABLE"] = (",".join(result.unusable_bands)[:60],
+                                       "bands without valid pixels anywhere in the field")
         for ext in ("fits", "parquet"):
             store.write_table(f"{name}.{ext}", merged)
         result.catalogs[model] = store.url(f"{name}.fits")
@@ -208,6 +314,15 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
             result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
         _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model)
     return result
+
+
+def _unusable(dropped: list[dict[str, str]]) -> dict[str, str]:
+    """Bands dropped by every ok tile (all NaN, zero or negative weight):
+    band -> reason of the first tile."""
+    if not dropped:
+        return {}
+    common = set(dropped[0]).intersection(*dropped[1:])
+    return {b: dropped[0][b] for b in sorted(common)}
 
 
 def _merge_rejected(store: RunStore, grid: TileGrid, tiles, name: str, model: str) -> None:
@@ -226,9 +341,14 @@ def _check_models(cfg: Mapping[str, Any]) -> None:
         model_path(model)
 
 
+def _given_psfs(cfg: Mapping[str, Any], psfs: Mapping[str, str] | None) -> dict[str, str]:
+    """band -> absolute path of the PSF files given (configuration, then arguments)."""
+    return {k.upper(): _absolute(v) for k, v in {**cfg["psf"]["files"], **(psfs or {})}.items()}
+
+
 def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: RunStore,
-                  psfs: Mapping[str, str] | None) -> dict[str, str]:
-    given = {k.upper(): str(v) for k, v in {**cfg["psf"]["files"], **(psfs or {})}.items()}
+                  given: dict[str, str]) -> dict[str, str]:
+    given = dict(given)
     missing = [b for b in fld.bands if b not in given]
     if missing and cfg["psf"]["method"] == "files":
         raise ValueError(f"{fld.name}: no PSF file for band(s) {', '.join(missing)}; give one per band "
@@ -275,9 +395,9 @@ def rebuild_grid(run_dir: str, storage_options: dict | None = None):
     if not store.exists("run.yaml"):
         raise FileNotFoundError(f"{run_dir}: no run.yaml (not a dja-sepp run directory)")
     cfg = yaml.safe_load(store.read_text("run.yaml"))
+    cfg["run"]["psf_files"] = _run_paths(cfg["run"], store)
     fld = field_from_config(cfg["run"]["images"], cfg, storage_options)
-    grid = make_tiles(fld, cfg["tiling"]["tile_size"], cfg["tiling"]["overlap"], cfg["tiling"]["align"])
-    return store, cfg, fld, grid
+    return store, cfg, fld, _grid(fld, cfg)
 
 
 def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None = None,
@@ -305,7 +425,10 @@ def resume(run_dir: str, cluster: Any = None, progress: bool = True,
     """Finish an earlier run: recompute only its failed or missing tiles.
 
     The images, configuration and PSFs come from the run's ``run.yaml``; ok
-    tiles whose inputs are unchanged are reused, not recomputed.
+    tiles whose inputs are unchanged are reused, not recomputed. ``overrides``
+    may change where and how it runs (``cluster__n_workers``,
+    ``mosaic__enabled``); the command line refuses options that would change
+    the result.
     """
     import yaml
     store = RunStore(run_dir, storage_options)
@@ -314,5 +437,5 @@ def resume(run_dir: str, cluster: Any = None, progress: bool = True,
     cfg = yaml.safe_load(store.read_text("run.yaml"))
     previous = cfg.pop("run")
     return run(previous["images"], run_dir, cluster=cluster, config=cfg,
-               psfs=previous.get("psf_files") or None, progress=progress,
+               psfs=_run_paths(previous, store) or None, progress=progress,
                storage_options=storage_options, **overrides)

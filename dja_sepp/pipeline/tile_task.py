@@ -25,7 +25,6 @@ from ..fit.base import BandCutout, get_engine
 from ..fit.flags import FitFlag
 from ..io.field import Field
 from ..io.store import RunStore
-from ..settings import config_hash
 from ..tiling import Tile
 
 __all__ = ["process_tile", "tile_input_hash", "catalog_name", "rejected_name", "blank_reason"]
@@ -46,15 +45,18 @@ def rejected_name(model: str, primary: bool) -> str:
 
 def tile_input_hash(tile: Tile, field: Field, config: Mapping[str, Any],
                     psf_paths: Mapping[str, str]) -> str:
-    """Hash of everything that determines a tile's result: its windows, the
-    input files, the PSFs and the result-changing configuration."""
+    """Hash of everything that determines a tile's result: its windows and the
+    contents of the inputs, PSFs, code and configuration
+    (:func:`~dja_sepp.io.fingerprint.inputs_key`, computed once per run by the
+    driver and passed in ``config["run"]["inputs_key"]``)."""
+    key = (config.get("run") or {}).get("inputs_key")
+    if not key:
+        from ..io.fingerprint import inputs_key
+        key = inputs_key(field, psf_paths, config)
     parts = {
         "tile": [tile.id, [(s.start, s.stop) for s in tile.core],
                  [(s.start, s.stop) for s in tile.halo]],
-        "files": [field.detection.sci_path, field.detection.wht_path]
-        + [p for im in field.bands.values() for p in (im.sci_path, im.wht_path)],
-        "psf": dict(psf_paths),
-        "config": config_hash(config),
+        "inputs": key,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,0 +1,50 @@
+"""Reuse keys follow contents, not paths: changed pixels, PSFs or code at the
+same paths make earlier tiles stale."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from astropy.io import fits
+
+from dja_sepp.io.field import Field
+from dja_sepp.io.fingerprint import file_digest, image_fingerprint, inputs_key
+from dja_sepp.settings import load_config
+from fieldfiles import write_field
+
+
+def _rewrite_keeping_stamp(path, change):
+    """New pixels at the same path, same size and the same mtime."""
+    st = os.stat(path)
+    with fits.open(path, mode="update") as hdul:
+        change(hdul[0].data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size
+
+
+def test_changed_pixels_change_the_fingerprint_even_with_the_same_mtime(tmp_path):
+    images = write_field(tmp_path / "images")
+    path = str(images / "tst-f444w-clear_drc_sci.fits")
+    before = image_fingerprint(path)
+    assert image_fingerprint(path) == before
+    _rewrite_keeping_stamp(path, lambda d: d.__setitem__((0, slice(None)), 5.0))
+    assert image_fingerprint(path) != before
+
+
+def test_inputs_key_covers_pixels_psf_and_config(tmp_path):
+    images = write_field(tmp_path / "images")
+    psf = tmp_path / "psf.fits"
+    fits.PrimaryHDU(np.ones((5, 5), np.float32)).writeto(psf)
+    cfg = load_config()
+    fld = Field.from_directory(images)
+    psfs = {b: str(psf) for b in fld.bands}
+    key = inputs_key(fld, psfs, cfg)
+    assert inputs_key(Field.from_directory(images), psfs, cfg) == key
+    fits.PrimaryHDU(np.full((5, 5), 2.0, np.float32)).writeto(psf, overwrite=True)
+    assert inputs_key(fld, psfs, cfg) != key  # PSF contents, same path
+    key = inputs_key(fld, psfs, cfg)
+    assert inputs_key(fld, psfs, load_config(detection__thresh=2.0)) != key
+    path = images / "tst-ir_drc_wht.fits"
+    _rewrite_keeping_stamp(path, lambda d: d.__setitem__((slice(None), 0), 0.5))
+    assert inputs_key(fld, psfs, cfg) != key  # detection weight, same path, size and mtime
+    assert file_digest(str(psf)) == file_digest(str(psf))
