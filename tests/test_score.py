@@ -139,6 +139,8 @@ def test_snr_bins_and_pulls(truth):
     bs = s.bands["F277W"]
     assert bs.n_pull == 40 and bs.pull_median == pytest.approx(0.0, abs=1e-12)
     assert bs.pull_scatter == pytest.approx(1.4826)
+    # all bands pooled: the same pulls once per band
+    assert s.n_pull == 40 * len(BANDS) and s.pull_scatter == pytest.approx(1.4826)
     snr = (1 + z / 30.0) * 30.0
     assert bs.n_mid == int(((snr > 20) & (snr <= 50)).sum()) and bs.n_hi == 0
 

@@ -75,6 +75,8 @@ class Score:
     true_bands: int = 0
     core_s_per_row_band: float = np.nan
     core_s_per_true_band: float = np.nan
+    n_pull: int = 0                     #: pulls at 10 < S/N <= 50, all bands pooled
+    pull_scatter: float = np.nan        #: their robust scatter (one band holds too few)
     fragment_rows: list = field(default_factory=list)   #: row indices of spike fragments
 
     def to_dict(self) -> dict:
@@ -174,11 +176,16 @@ def _catalog_bands(cat: Table, truth: Table) -> list[str]:
             and f"FLUX_{c[len('FLUX_MODEL_'):]}" in truth.colnames]
 
 
-def _band_score(band: str, meas, err, true) -> BandScore:
+def _pulls(meas, err, true):
+    """(measured - true) / error, and the row's S/N."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(err > 0, meas / err, np.nan)
+        return (meas - true) / err, np.where(err > 0, meas / err, np.nan)
+
+
+def _band_score(band: str, meas, err, true) -> BandScore:
+    pull, snr = _pulls(meas, err, true)
+    with np.errstate(invalid="ignore", divide="ignore"):
         dmag = -2.5 * np.log10(meas / true)
-        pull = (meas - true) / err
     dmag = np.where((meas > 0) & (true > 0), dmag, np.nan)
     hi, mid, pl = snr > 50, (snr > 20) & (snr <= 50), (snr > 10) & (snr <= 50)
     return BandScore(band, int(hi.sum()), _median(dmag[hi]), robust_scatter(dmag[hi]),
@@ -311,6 +318,9 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
     band_scores = {b: _band_score(b, _column(cat, f"FLUX_MODEL_{b}")[rows],
                                   _column(cat, f"FLUX_MODEL_{b}_err")[rows],
                                   _column(tru, f"FLUX_{b}")[trues]) for b in bands}
+    pooled = np.concatenate([p[(s > 10) & (s <= 50)] for p, s in (
+        _pulls(_column(cat, f"FLUX_MODEL_{b}")[rows], _column(cat, f"FLUX_MODEL_{b}_err")[rows],
+               _column(tru, f"FLUX_{b}")[trues]) for b in bands)] or [np.zeros(0)])
     n_shape, re_bias, n_bias = _shape_bias(cat, tru, rows, trues, snr_ref)
     models, star_pt, gal_pt = _model_classes(cat, tru, rows, trues, snr_ref, galaxy_re_min)
     cost = _cost(cat, bands, len(tru), core_seconds)
@@ -323,7 +333,8 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
         spike_fragments=len(fragments), mag_limit=mag_limit, bands=band_scores, n_shape=n_shape,
         re_bias=re_bias, n_bias=n_bias, models=models, star_point_fraction=star_pt, galaxy_point_fraction=gal_pt,
         core_seconds=cost[0], row_bands=cost[1], true_bands=cost[2],
-        core_s_per_row_band=cost[3], core_s_per_true_band=cost[4], fragment_rows=fragments)
+        core_s_per_row_band=cost[3], core_s_per_true_band=cost[4],
+        n_pull=int(pooled.size), pull_scatter=robust_scatter(pooled), fragment_rows=fragments)
 
 
 def format_score(score: Score) -> str:
@@ -342,6 +353,8 @@ def format_score(score: Score) -> str:
         lines.append(f"{b:>6} {bs.n_hi:5d} {bs.dmag_median_hi:7.3f} {bs.dmag_scatter_hi:6.3f} "
                      f"{bs.n_mid:6d} {bs.dmag_median_mid:7.3f} {bs.dmag_scatter_mid:6.3f} "
                      f"{bs.n_pull:6d} {bs.pull_median:6.2f} {bs.pull_scatter:6.2f}")
+    lines.append(f"{'all':>6} {'':5} {'':7} {'':6} {'':6} {'':7} {'':6} {s.n_pull:6d} {'':6} "
+                 f"{s.pull_scatter:6.2f}")
     lines.append(f"Sersic truths S/N>50 ({s.n_shape}): r_e bias {s.re_bias:+.3f}  "
                  f"n bias {s.n_bias:+.2f}")
     if s.models:
