@@ -34,7 +34,11 @@ def cluster_client(config: Mapping[str, Any]) -> Iterator[Any]:
         raise ValueError(f"cluster.kind must be local, address, slurm, pbs or ec2, not {kind!r}")
     import os
     n = config.get("n_workers") or os.cpu_count() or 1
+    env = {**THREAD_ENV, **{str(k): str(v) for k, v in (config.get("worker_env") or {}).items()}}
+    # scheduler, workers and dashboard on the loopback interface only: a local
+    # run is never reachable from the network (the printed link is 127.0.0.1)
     with LocalCluster(n_workers=n, threads_per_worker=int(config.get("threads_per_worker", 1)),
                       processes=True, memory_limit=config.get("memory_limit", "auto"),
-                      env=THREAD_ENV, dashboard_address=":0") as cluster, Client(cluster) as client:
+                      host="127.0.0.1", env=env, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
         yield client

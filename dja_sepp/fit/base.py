@@ -140,7 +140,6 @@ class Engine(abc.ABC):
 #: nothing when unused.
 ENGINES: dict[str, str] = {
     "builtin": "dja_sepp.fit.engine:BuiltinEngine",
-    "sourcextractor++": "dja_sepp.fit.sepp:SourceXtractorEngine",
 }
 
 
