@@ -48,3 +48,27 @@ def test_inputs_key_covers_pixels_psf_and_config(tmp_path):
     _rewrite_keeping_stamp(path, lambda d: d.__setitem__((slice(None), 0), 0.5))
     assert inputs_key(fld, psfs, cfg) != key  # detection weight, same path, size and mtime
     assert file_digest(str(psf)) == file_digest(str(psf))
+
+
+def test_cache_refetches_new_contents_with_the_same_size_and_mtime(tmp_path):
+    """A .fits.gz rewritten with the same size and mtime (gzip level 0: size
+    follows the data length) must not be served from the cache."""
+    import gzip
+    import io
+    from dja_sepp.io.cache import local_fits
+    src = tmp_path / "img.fits.gz"
+
+    def write(value):
+        buf = io.BytesIO()
+        fits.PrimaryHDU(np.full((64, 64), value, np.float32)).writeto(buf)
+        with gzip.GzipFile(src, "wb", compresslevel=0, mtime=0) as fh:
+            fh.write(buf.getvalue())
+
+    write(1.0)
+    st = os.stat(src)
+    first = local_fits(str(src), tmp_path / "cache")
+    assert fits.getdata(first)[0, 0] == 1.0
+    write(2.0)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(src).st_size == st.st_size
+    assert fits.getdata(local_fits(str(src), tmp_path / "cache"))[0, 0] == 2.0

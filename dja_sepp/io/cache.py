@@ -3,8 +3,8 @@
 Astropy can memory-map only uncompressed local FITS, and a tile task must read
 just its window, so gzip-compressed and remote mosaics are turned into local
 uncompressed files in a cache folder the first time they are used. The cache
-key includes the source size and modification time, so a changed source is
-fetched again.
+key includes the source size, modification time and its first and last
+64 kB, so a changed source is fetched again.
 """
 from __future__ import annotations
 
@@ -40,14 +40,26 @@ def open_binary(path: str, storage_options: dict | None = None):
     return fsspec.open(str(path), "rb", **(storage_options or {})).open()
 
 
+_SAMPLE = 1 << 16  # bytes read at each end of a source for its cache key
+
+
 def _cache_key(path: str, storage_options: dict | None) -> str:
+    """Path, size, mtime and the first and last 64 kB of the source: new
+    contents written with the same size and mtime are fetched again."""
     fs, fs_path = fsspec.core.url_to_fs(str(path), **(storage_options or {}))
     try:
         info = fs.info(fs_path)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
-    stamp = f"{path}|{info.get('size')}|{info.get('mtime', info.get('LastModified', ''))}"
-    return hashlib.sha1(stamp.encode()).hexdigest()[:16]
+    size = int(info.get("size") or 0)
+    stamp = f"{path}|{size}|{info.get('mtime', info.get('LastModified', ''))}"
+    digest = hashlib.sha1(stamp.encode())
+    with fs.open(fs_path, "rb") as fh:  # two small (range) reads, never the file
+        digest.update(fh.read(_SAMPLE))
+        if size > 2 * _SAMPLE:
+            fh.seek(size - _SAMPLE)
+            digest.update(fh.read(_SAMPLE))
+    return digest.hexdigest()[:16]
 
 
 def local_fits(path: str, cache_dir: str | Path | None = None,
