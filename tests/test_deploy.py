@@ -131,3 +131,32 @@ def test_a_scheduler_that_never_answers_is_given_up():
     with pytest.raises(TimeoutError, match="did not start within 1 s"):
         start_within(lambda: time.sleep(30), 1.0, "EC2 scheduler")
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_batch_clusters_use_tls_by_default(kind, loopback_only, tmp_path):
+    """SLURM/PBS schedulers used to run without TLS: task arguments (storage
+    options included) crossed the cluster network in clear."""
+    import os
+    import stat
+    settings = {"scheduler_host": "127.0.0.1", "tls_directory": str(tmp_path / "tls")}
+    with jobqueue_cluster(kind, settings) as cluster:
+        script = cluster.job_script()
+        address = cluster.scheduler_address
+        keys = [p for p in (tmp_path / "tls").rglob("*") if p.is_file()]
+        assert keys and all(str(k) in script for k in keys)
+        assert all(stat.S_IMODE(os.stat(k).st_mode) & 0o077 == 0 for k in keys)
+    assert address.startswith("tls://127.0.0.1:")
+    for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+        assert flag in script
+    assert stat.S_IMODE((tmp_path / "tls").stat().st_mode) == 0o700
+    with jobqueue_cluster(kind, {**settings, "tls": False}) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+
+
+def test_the_driver_connects_to_a_tls_batch_scheduler(loopback_only, tmp_path):
+    from dja_sepp.deploy import cluster_client
+    settings = {"scheduler_host": "127.0.0.1", "tls_directory": str(tmp_path / "tls")}
+    with cluster_client({"kind": "slurm", "slurm": settings}) as client:
+        assert client.scheduler.address.startswith("tls://127.0.0.1:")
+        assert client.scheduler_info()["address"].startswith("tls://")

@@ -4,6 +4,14 @@ Each batch job runs ``cores`` single-threaded worker processes (BLAS, OpenMP
 and numba pinned to one thread: one tile fit per core); the cluster adapts
 between ``minimum_jobs`` and ``maximum_jobs`` (a hard ceiling on what a run
 may queue).
+
+Scheduler and workers talk TLS by default (``tls: true``): a temporary
+certificate authority is made for the run (``Security.temporary()``), the
+scheduler listens on ``tls://`` and the workers' copies of the certificate
+and key are written, readable by the user only, to ``tls_directory`` (a
+folder the batch nodes see; default ``~/.cache/dja_sepp/tls``). Task
+arguments, ``storage_options`` included, never cross the cluster network in
+clear.
 """
 from __future__ import annotations
 
@@ -16,7 +24,8 @@ __all__ = ["jobqueue_cluster", "jobqueue_options"]
 #: Settings of ``cluster.slurm`` / ``cluster.pbs`` and their defaults.
 DEFAULTS = {"cores": 8, "memory": "32GB", "walltime": "02:00:00", "queue": None, "account": None,
             "minimum_jobs": 0, "maximum_jobs": 4, "job_extra_directives": [], "interface": None,
-            "local_directory": None, "log_directory": None, "python": None, "scheduler_host": None}
+            "local_directory": None, "log_directory": None, "python": None, "scheduler_host": None,
+            "tls": True, "tls_directory": "~/.cache/dja_sepp/tls"}
 
 
 def jobqueue_options(kind: str, settings: Mapping[str, Any]) -> dict:
@@ -36,7 +45,21 @@ def jobqueue_options(kind: str, settings: Mapping[str, Any]) -> dict:
         opts["python"] = s["python"]
     if s["scheduler_host"]:
         opts["scheduler_options"] = {"host": s["scheduler_host"]}
+    if s["tls"]:
+        opts.update(_tls_options(s["tls_directory"]))
     return {k: v for k, v in opts.items() if v is not None}
+
+
+def _tls_options(directory: str) -> dict:
+    """TLS with a temporary certificate authority of this run; the workers'
+    key files go to ``directory`` (made private to the user)."""
+    import os
+    from distributed.security import Security
+    folder = os.path.expanduser(os.path.expandvars(directory))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)  # the workers' private keys are written here
+    # dask-jobqueue writes them as temporary files (0600) deleted with the cluster
+    return {"security": Security.temporary(), "protocol": "tls://", "shared_temp_directory": folder}
 
 
 def jobqueue_cluster(kind: str, settings: Mapping[str, Any]):
