@@ -166,9 +166,8 @@ def quicklook(url: str, store, bands: list[str], storage_options: dict | None = 
     with strides so memory stays bounded on any field size."""
     import io
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures of their own (no pyplot): never switches the caller's backend
+    from matplotlib.figure import Figure
     from astropy.visualization import ImageNormalize, AsinhStretch, make_lupton_rgb
     group = _open_group(url, "r", storage_options)
     steps = _steps(group, bands, max_side)
@@ -182,7 +181,8 @@ def quicklook(url: str, store, bands: list[str], storage_options: dict | None = 
         sigma = 1.4826 * np.median(np.abs(resid[np.isfinite(resid)])) if finite.size else 1.0
         norm = ImageNormalize(vmin=-3 * sigma, vmax=max(np.percentile(finite, 99.5) if finite.size else 1, sigma),
                               stretch=AsinhStretch(0.02))
-        fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+        fig = Figure(figsize=(15, 5.4))
+        axes = fig.subplots(1, 3)
         for ax, img, title in zip(axes, (data, model, resid), ("data", "model", "residual")):
             ax.imshow(img, origin="lower", cmap="gray_r", norm=norm, interpolation="nearest")
             ax.set_title(f"{band} {title}")
@@ -191,7 +191,6 @@ def quicklook(url: str, store, bands: list[str], storage_options: dict | None = 
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
         written.append(store.write_bytes(f"mosaic_{band}.png", buf.getvalue()))
     if len(bands) >= 3:
         picks = [bands[-1], bands[len(bands) // 2], bands[0]]   # red, green, blue (bands bluest first)
@@ -199,12 +198,12 @@ def quicklook(url: str, store, bands: list[str], storage_options: dict | None = 
         rgb = [np.nan_to_num(data_by_band[b][:side, :side]) for b in picks]
         scale = max(float(np.percentile(np.concatenate([c.ravel() for c in rgb]), 99.5)), 1e-6)
         image = make_lupton_rgb(*rgb, stretch=scale / 2, Q=8)
-        fig = plt.figure(figsize=(7, 7))
-        plt.imshow(image, origin="lower")
-        plt.title(" / ".join(picks))
-        plt.axis("off")
+        fig = Figure(figsize=(7, 7))
+        ax = fig.subplots()
+        ax.imshow(image, origin="lower")
+        ax.set_title(" / ".join(picks))
+        ax.axis("off")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
-        plt.close(fig)
         written.append(store.write_bytes("mosaic_rgb.png", buf.getvalue()))
     return written

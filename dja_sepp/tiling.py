@@ -146,11 +146,11 @@ class TileGrid:
     def plot(self, path: str | Path, image: np.ndarray | None = None,
              binning: int = 1) -> Path:
         """PNG of the tiles over a (binned) detection image."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # a Figure of its own (no pyplot): never switches the caller's backend
+        from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
-        fig, ax = plt.subplots(figsize=(7, 7 * self.shape[0] / max(self.shape[1], 1)))
+        fig = Figure(figsize=(7, 7 * self.shape[0] / max(self.shape[1], 1)))
+        ax = fig.subplots()
         if image is not None:
             lo, hi = np.nanpercentile(image, [5, 99.5])
             ax.imshow(image, origin="lower", cmap="gray_r", vmin=lo, vmax=hi,
@@ -168,7 +168,6 @@ class TileGrid:
         ax.set_ylabel("y (detection pixels)")
         ax.set_title(f"{len(self.tiles)} tiles, core {self.core_size} px, halo {self.halo} px")
         fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
         return Path(path)
 
 

@@ -80,3 +80,30 @@ def test_a_secret_in_the_config_is_never_written(dask_client, tmp_path, capsys):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     assert SECRET not in printed.out + printed.err
     assert "AWS_SECRET_ACCESS_KEY" in (out / "run.yaml").read_text()  # its name, to give it again
+
+
+def test_plots_never_switch_the_callers_matplotlib_backend(tmp_path):
+    """Library code used to call matplotlib.use("Agg") (a notebook's backend changed)."""
+    import matplotlib
+    from dja_sepp.io.field import Field
+    from dja_sepp.tiling import make_tiles
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        fld = Field.from_directory(write_field(tmp_path / "images"))
+        make_tiles(fld, 3.0, 0.5, 64).plot(tmp_path / "tiles.png", np.zeros(fld.detection.shape))
+        assert matplotlib.get_backend() == "pdf" and (tmp_path / "tiles.png").stat().st_size > 0
+    finally:
+        matplotlib.use(before)
+
+
+def test_deploy_modules_have_no_import_cycle():
+    """ec2.py and hpc.py imported THREAD_ENV from cluster.py, which imports them."""
+    import ast
+    from pathlib import Path
+    import dja_sepp.deploy as deploy
+    folder = Path(deploy.__file__).parent
+    for name in ("ec2.py", "hpc.py", "env.py"):
+        tree = ast.parse((folder / name).read_text())
+        sources = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "cluster" not in sources, name

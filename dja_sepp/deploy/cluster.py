@@ -5,10 +5,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-__all__ = ["cluster_client"]
+from .env import THREAD_ENV  # noqa: F401  (here too: tests and benchmarks import it from here)
 
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "NUMBA_NUM_THREADS": "1"}
+__all__ = ["cluster_client"]
 
 
 @contextmanager

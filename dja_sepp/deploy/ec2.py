@@ -25,7 +25,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
-from .cluster import THREAD_ENV
+from .env import THREAD_ENV
 
 __all__ = ["ec2_options", "ensure_security_group", "ec2_cluster", "start_within",
            "terminate_tagged", "DEFAULTS"]

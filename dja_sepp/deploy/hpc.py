@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .cluster import THREAD_ENV
+from .env import THREAD_ENV
 
 __all__ = ["jobqueue_cluster", "jobqueue_options"]
 
