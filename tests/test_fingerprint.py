@@ -72,3 +72,39 @@ def test_cache_refetches_new_contents_with_the_same_size_and_mtime(tmp_path):
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(src).st_size == st.st_size
     assert fits.getdata(local_fits(str(src), tmp_path / "cache"))[0, 0] == 2.0
+
+
+def _fetch_in_child(src, cache, log, barrier):
+    """Child process: count real fetches (open_binary calls), then fetch."""
+    import dja_sepp.io.cache as cache_mod
+    real = cache_mod.open_binary
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    cache_mod.open_binary = counted
+    barrier.wait()
+    cache_mod.local_fits(src, cache)
+
+
+def test_processes_of_one_host_fetch_a_file_once(tmp_path):
+    """Several worker processes asking for the same compressed/remote mosaic
+    used to download it once each; the first fetches, the others wait."""
+    import multiprocessing
+    from dja_sepp.io.fingerprint import image_fingerprint  # noqa: F401 (imports done before fork)
+    images = write_field(tmp_path / "images", det_shape=(800, 800), bands=(), gz=True)
+    src = str(images / "tst-ir_drc_sci.fits.gz")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    log = tmp_path / "fetches.txt"
+    procs = [ctx.Process(target=_fetch_in_child, args=(src, str(tmp_path / "cache"), str(log), barrier))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(log.read_text().split()) == 1
+    assert len(list((tmp_path / "cache").glob("*-tst-ir_drc_sci.fits"))) == 1

@@ -13,7 +13,9 @@ import hashlib
 import os
 import shutil
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import fsspec
 
@@ -54,12 +56,29 @@ def _cache_key(path: str, storage_options: dict | None) -> str:
     size = int(info.get("size") or 0)
     stamp = f"{path}|{size}|{info.get('mtime', info.get('LastModified', ''))}"
     digest = hashlib.sha1(stamp.encode())
-    with fs.open(fs_path, "rb") as fh:  # two small (range) reads, never the file
-        digest.update(fh.read(_SAMPLE))
-        if size > 2 * _SAMPLE:
-            fh.seek(size - _SAMPLE)
-            digest.update(fh.read(_SAMPLE))
+    # two small range reads, never the file (nor an fsspec read-ahead block)
+    digest.update(fs.cat_file(fs_path, start=0, end=min(size, _SAMPLE)))
+    if size > 2 * _SAMPLE:
+        digest.update(fs.cat_file(fs_path, start=size - _SAMPLE, end=size))
     return digest.hexdigest()[:16]
+
+
+@contextmanager
+def _host_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` shared by the processes of this host
+    (worker processes fetching the same remote mosaic wait for the first
+    instead of each downloading it)."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: each process fetches (still atomic)
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def local_fits(path: str, cache_dir: str | Path | None = None,
@@ -86,6 +105,20 @@ def local_fits(path: str, cache_dir: str | Path | None = None,
     target = cache / f"{_cache_key(path, storage_options)}-{name}"
     if target.exists():
         return str(target)
+    lock = target.with_name(target.name + ".lock")
+    with _host_lock(lock):
+        try:
+            if not target.exists():  # another process of this host may have made it meanwhile
+                _fetch(path, target, gz, storage_options)
+        finally:
+            # waiters hold the old file and find the target made; a later
+            # caller finds it before locking, so the lock file can go
+            lock.unlink(missing_ok=True)
+    return str(target)
+
+
+def _fetch(path: str, target: Path, gz: bool, storage_options: dict | None) -> None:
+    """Copy (and decompress) ``path`` to ``target`` through a temporary file."""
     tmp = target.with_name(target.name + f".part{os.getpid()}")
     try:
         with open_binary(path, storage_options) as raw, open(tmp, "wb") as out:
@@ -95,4 +128,3 @@ def local_fits(path: str, cache_dir: str | Path | None = None,
     except (OSError, EOFError, zlib.error) as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"{path}: cannot read ({'corrupt gzip stream: ' if gz else ''}{exc})") from exc
-    return str(target)
