@@ -60,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="merge the ok tiles of a run directory again")
     p.add_argument("run_dir")
+    _storage_arg(p)
 
     p = sub.add_parser("mosaic", help="render the model and residual mosaics of a run")
     p.add_argument("run_dir")
+    _storage_arg(p)
 
     p = sub.add_parser("config", help="configuration files")
     csub = p.add_subparsers(dest="config_command", required=True)
@@ -79,6 +81,39 @@ def _field_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", help="run configuration YAML")
     p.add_argument("--tile-size", type=_positive_float, help="tile core side in arcsec")
     p.add_argument("--overlap", type=_non_negative_float, help="tile halo width in arcsec")
+    _storage_arg(p)
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   dest="storage_option",
+                   help="fsspec option for remote images and run directories (repeatable), e.g. "
+                        "anon=true or client_kwargs={endpoint_url: http://host:9000}; never "
+                        "written to any file of the run")
+
+
+def _storage_options(args: argparse.Namespace) -> dict | None:
+    """``--storage-option KEY=VALUE`` items as fsspec keyword arguments.
+
+    ``true``/``false``, whole numbers and ``{...}``/``[...]`` (YAML flow)
+    become values of those types; anything else stays a string (so a key
+    or token is never reinterpreted, e.g. as an octal number)."""
+    import yaml
+    out = {}
+    for n, item in enumerate(getattr(args, "storage_option", None) or [], 1):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():  # the item is not echoed: it may be a secret
+            raise ValueError(f"--storage-option number {n}: expected KEY=VALUE")
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            out[key.strip()] = text.lower() == "true"
+        elif text.isdigit() and not text.startswith("0"):
+            out[key.strip()] = int(text)
+        elif text.startswith(("{", "[")):
+            out[key.strip()] = yaml.safe_load(text)
+        else:
+            out[key.strip()] = value
+    return out or None
 
 
 CLUSTER_KINDS = ("local", "slurm", "pbs", "ec2")
@@ -160,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume finishes {args.resume} with its own run.yaml; "
                              f"{', '.join(given)} would change its result: start a new run instead "
                              f"(--config {args.resume}/run.yaml --out NEW_DIR)")
-        result = resume(args.resume, **_cluster(args), **_overrides(args))
+        result = resume(args.resume, storage_options=_storage_options(args), **_cluster(args),
+                        **_overrides(args))
         return _report(result)
     if not args.images or not args.out:
         raise ValueError("run needs --images and --out (or --resume RUN_DIR)")
@@ -171,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"--psf {item}: expected BAND=FILE")
         psfs[band] = path
     result = run(args.images, args.out, models=args.models, config=args.config, psfs=psfs,
-                 **_cluster(args), **_overrides(args))
+                 storage_options=_storage_options(args), **_cluster(args), **_overrides(args))
     return _report(result)
 
 
@@ -201,10 +237,11 @@ def _field_setup(args: argparse.Namespace):
     from .io.store import RunStore
     from .pipeline.graph import _grid, field_from_config
     from .settings import load_config
+    options = _storage_options(args)
     cfg = load_config(args.config, **_overrides(args))
-    fld = field_from_config(args.images, cfg)
+    fld = field_from_config(args.images, cfg, options)
     grid = _grid(fld, cfg)
-    store = RunStore(args.out)
+    store = RunStore(args.out, options)
     store.check_writable()
     return cfg, fld, grid, store
 
@@ -228,14 +265,14 @@ def cmd_psf(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from .pipeline.graph import rebuild_grid, merge_run
-    store, cfg, _, grid = rebuild_grid(args.run_dir)
+    store, cfg, _, grid = rebuild_grid(args.run_dir, _storage_options(args))
     result = merge_run(store, grid, cfg)
     return _report(result)
 
 
 def cmd_mosaic(args: argparse.Namespace) -> int:
     from .pipeline.graph import mosaic_run
-    for path in mosaic_run(args.run_dir):
+    for path in mosaic_run(args.run_dir, storage_options=_storage_options(args)):
         print(path)
     return EXIT_OK
 

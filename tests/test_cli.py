@@ -176,3 +176,41 @@ def test_bad_psf_file_is_found_before_any_tile(capsys, images, tmp_path, kind):
                          "--psf", f"F444W={bad}", "--psf", f"F200W={good}")
     assert code == 2 and f"{bad}: " in err[-1] and "F444W" in err[-1]
     assert not (tmp_path / "r" / "tiles").exists()
+
+
+def test_storage_options_on_the_command_line(capsys, images, tmp_path, monkeypatch):
+    """Remote images and run directory through --storage-option (there was no
+    CLI flag); the credentials are used and never printed or written."""
+    pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+    import boto3
+    import s3fs
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            monkeypatch.delenv(var, raising=False)
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="k",
+                     aws_secret_access_key="Sekr1t-0777").create_bucket(Bucket="dja")
+        fs = s3fs.S3FileSystem(key="k", secret="Sekr1t-0777", client_kwargs={"endpoint_url": endpoint})
+        for path in images.iterdir():
+            fs.put(str(path), f"dja/field/{path.name}")
+        opts = ["--storage-option", "key=k", "--storage-option", "secret=Sekr1t-0777",
+                "--storage-option", f"client_kwargs={{endpoint_url: {endpoint}, region_name: us-east-1}}"]
+        code, err = _run_cli(capsys, "tiles", "--images", "s3://dja/field", "--out", "s3://dja/t",
+                             "--tile-size", "3", "--overlap", "0.5", "--field", "tst", *opts)
+        assert code == 0, err
+        assert fs.exists("dja/t/tiles.reg") and fs.exists("dja/t/tiles.png")
+        assert "Sekr1t" not in " ".join(err)
+        assert all(b"Sekr1t" not in fs.cat(p) for p in fs.find("dja/t"))
+    finally:
+        server.stop()
+
+
+def test_storage_option_item_is_not_echoed(capsys, images, tmp_path):
+    code, err = _run_cli(capsys, "tiles", "--images", str(images), "--out", str(tmp_path / "t"),
+                         "--storage-option", "Sekr1t-0777")
+    assert code == 2 and "--storage-option number 1: expected KEY=VALUE" in err[-1]
+    assert "Sekr1t" not in err[-1]
