@@ -29,6 +29,7 @@ MIN_TAPER_FINE = 3.0  # ... else this many fine pixels (measured, any PSF: < 2e-
 _REACH = 12.0 ** 0.25  # w < 1e-5 beyond rho_c * _REACH: the core's extent
 _RHO_MAX = 40.0 ** 0.25  # w < e^-40 beyond rho_c * _RHO_MAX: the quadrature's extent
 _MAX_OVERSAMPLE = 4
+KAPPA_SCALE = 2.0  # table nodes: uniform in kappa below 2 / rho_c, geometric above
 _GL8 = np.polynomial.legendre.leggauss(8)
 _GL16 = np.polynomial.legendre.leggauss(16)
 
@@ -83,7 +84,7 @@ def _nodes(rho_c: float, kappa_max: float) -> tuple[np.ndarray, np.ndarray]:
     return rho, w * 2 * np.pi * rho
 
 
-def hankel_table(n: float, rho_c: float, kappa_max: float, norm_terms, size: int = 48):
+def hankel_table(n: float, rho_c: float, kappa_max: float, norm_terms, size: int = 40):
     """``H``, ``H' / kappa`` and ``dH/dn`` of the unit tapered core on ``kappa`` nodes.
 
     Returns
@@ -97,8 +98,9 @@ def hankel_table(n: float, rho_c: float, kappa_max: float, norm_terms, size: int
     t = rho ** (1.0 / n)
     prof = np.exp(-b * (t - 1.0) - log_norm - (rho / rho_c) ** 4) * wq
     dprof = prof * (-db_dn * (t - 1.0) + b * t * np.log(rho) / (n * n) - dlog_norm_dn)
-    k_lo = 0.05 / rho_c
-    kappa = np.concatenate([[0.0], np.geomspace(k_lo, max(kappa_max, 2 * k_lo), size - 1)])
+    # uniform where H turns over (kappa ~ 1 / rho_c), geometric in its power-law tail
+    k_s = KAPPA_SCALE / rho_c
+    kappa = k_s * np.sinh(np.linspace(0.0, np.arcsinh(max(kappa_max, k_s) / k_s), size))
     x = kappa[:, None] * rho[None, :]
     j0 = special.j0(x)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -134,7 +136,7 @@ def core_spectrum(fy: np.ndarray, fx: np.ndarray, affine, centre, re, q, phi, n,
     kappa2 = scale * (ku * ku + q * q * kv * kv)
     kappa = np.sqrt(kappa2)
     nodes, h, d, hn = hankel_table(n, rho_c, float(kappa.max()), norm_terms)
-    phase = np.exp(-2j * np.pi * (fx * centre[0] + fy * centre[1]))
+    phase = np.exp(-2j * np.pi * fy * centre[1]) * np.exp(-2j * np.pi * fx * centre[0])  # separable
     spec = _hermite(nodes, h, d * nodes, kappa) * phase
     if not derivatives:
         return spec, None

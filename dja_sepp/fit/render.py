@@ -75,10 +75,12 @@ class BandGrid:
         return (sfft.next_fast_len(ny + 2 * m + self.pad, real=True),
                 sfft.next_fast_len(nx + 2 * m + self.pad, real=True))
 
-    def kernel(self, divide_pixel: bool = True) -> np.ndarray:
-        key = (self.fft_shape, divide_pixel)
+    def kernel(self, divide_pixel: bool = True, single: bool = False) -> np.ndarray:
+        """The PSF kernel on the FFT grid (cached; ``single``: complex64)."""
+        key = (self.fft_shape, divide_pixel, single)
         if key not in self._kernels:
-            self._kernels[key] = psf_kernel(self.psf, self.fft_shape, self.pad, divide_pixel)
+            k = psf_kernel(self.psf, self.fft_shape, self.pad, divide_pixel)
+            self._kernels[key] = k.astype(np.complex64) if single else k
         return self._kernels[key]
 
 
@@ -190,13 +192,14 @@ def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: 
     fy, fx = _band_frequencies(Ny, Nx)
     # fine samples are point values of a smooth function (no pixel response
     # to undo) at positions starting at c0, each standing for 1 / fo^2 pixel
-    factor = np.exp(-2j * np.pi * (fx + fy) * c0) / (fo * fo)
-    spec = spec * factor.astype(np.complex64)
+    if fo > 1:
+        shift = np.exp(-2j * np.pi * fy * c0) * np.exp(-2j * np.pi * fx * c0) / (fo * fo)
+        spec *= shift.astype(np.complex64)
     cspec, cder = core_spectrum(fy, fx, grid.affine, *core, derivatives=der is not None)
     spec[0] += cspec
     if der is not None:
         spec[1:] += cder
-    spec = spec * grid.kernel(divide_pixel=False).astype(np.complex64)
+    spec *= grid.kernel(divide_pixel=False, single=True)
     if der is not None:
         gx, gy = 2j * np.pi * fx * spec[0], 2j * np.pi * fy * spec[0]  # d/d(band x, y)
         a = grid.affine
