@@ -22,8 +22,10 @@ SIGMA = 0.02
 @pytest.fixture(scope="module")
 def fitted():
     rng = np.random.default_rng(31)
-    truth = galaxy_grid(rng, 6, 6, 48, BANDS, flux_range=(10.0, 40.0))   # S/N ~ 10-50
-    shape = (6 * 48, 6 * 48)
+    # ~28 pulls at S/N 10-50 per band: a robust scatter of so few is uncertain by
+    # ~0.2, so the width is judged on both bands pooled
+    truth = galaxy_grid(rng, 8, 8, 40, BANDS, flux_range=(12.0, 35.0))
+    shape = (8 * 40, 8 * 40)
     scene = make_scene(truth, shape, {b: 1 for b in BANDS}, sigma=1e-6, seed=32)
     for cut in scene.bands:    # replace the white noise by correlated noise of the same pixel sigma
         cut.sci = (cut.sci + SIGMA * correlated_normal(rng, shape, WIDTH)).astype(np.float32)
@@ -62,8 +64,10 @@ def test_flux_error_pulls_have_unit_width(fitted):
     white = {b: robust_scatter(_pulls(truth, table, b)) for b in BANDS}
     corrected = table.copy()
     _scale_flux_errors(corrected, noise)
+    pooled = []
     for band in BANDS:
         pulls = _pulls(truth, corrected, band)
-        assert len(pulls) >= 12
-        assert 0.8 <= robust_scatter(pulls) <= 1.25, band
+        assert len(pulls) >= 25
         assert white[band] > 1.5, band       # weight-map errors alone are far too small
+        pooled.append(pulls)
+    assert 0.8 <= robust_scatter(np.concatenate(pooled)) <= 1.25

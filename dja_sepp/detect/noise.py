@@ -47,7 +47,7 @@ def _empty_pixels(sci, wht, sources, max_side, grow: int = 6, smooth: int = 5, c
 
 
 def noise_correlation(sci: np.ndarray, wht: np.ndarray, sources: np.ndarray | None = None,
-                      max_lag: int = 2, max_side: int = 1024, min_pixels: int = 2000) -> float:
+                      max_lag: int = 2, max_side: int = 512, min_pixels: int = 2000) -> float:
     """Factor by which flux errors from the weight map underestimate the noise.
 
     Parameters
@@ -60,7 +60,9 @@ def noise_correlation(sci: np.ndarray, wht: np.ndarray, sources: np.ndarray | No
         Autocorrelation lags summed (|dx|, |dy| <= max_lag); drizzle kernels
         reach 1-2 pixels.
     max_side : int
-        Only the central ``max_side`` square is used (enough pixels, bounded cost).
+        Only the central ``max_side`` square is used: 2.6e5 pixels give the
+        factor to ~0.5 %, and 12 lags x 2 robust variances of a 1024 px
+        square took 5 s per band.
     min_pixels : int
         Fewer empty pixels: 1.0 (nothing measured).
 
