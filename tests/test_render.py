@@ -2,18 +2,28 @@
 
 Reference: GalSim Sersic with tight GSParams, convolved with the same PSF image
 (InterpolatedImage, Lanczos-7) and sampled at pixel centres ('no_pixel': the
-PSF image already holds the pixel response, as in our convention).
+PSF image already holds the pixel response, as in our convention). Lanczos-7
+itself differs from the band-limited PSF by 4-9e-4 of the peak (a point
+source), which is the floor of these comparisons.
 
-Tolerances are the measured performance, not the issue's goal: the goal is
-1e-3 in peak-relative error and total flux everywhere; we reach it for
-extended and low-n profiles, flux to 1.5e-3 for n <= 6, and stay at the
-percent level only for the most compact, most flattened high-n case
-(re = 0.5 px, n = 6.2, q = 0.1), where GalSim's own default accuracy is worse.
+GalSim's Sersic stops at n = 6.2; the grid of shapes up to n = 8 is compared
+with the profile's exact transform (GalSim's, stored in
+data/sersic_hankel.txt) times the PSF's, on a large periodic grid: no
+Lanczos floor there.
+
+The goal (issue 11) is 1e-3 of the peak everywhere. Fluxes inside the window
+fall short by up to 1e-3 for extended high-n profiles: the renderer keeps the
+profile light within ``margin`` (6 px) of the window only, and the PSF wings
+would scatter a little more in.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from scipy import fft as sfft
+from scipy.interpolate import CubicSpline
 
 galsim = pytest.importorskip("galsim")
 
@@ -22,18 +32,22 @@ from dja_sepp.sim.psf import psf_image  # noqa: E402
 
 GSP = galsim.GSParams(folding_threshold=1e-4, maxk_threshold=1e-5, kvalue_accuracy=1e-7,
                       maximum_fft_size=16384)
+TRANSFORMS = Path(__file__).parent / "data" / "sersic_hankel.txt"
+TABLE_NS = (4.0, 6.2, 8.0)  # columns of TRANSFORMS after kappa
 
-# n, re (px, semi-major), q, peak tolerance, flux tolerance
+# n, re (px, semi-major), q, flux tolerance; the peak tolerance is 1e-3 for all
+# (measured 3.0-4.4e-4, was 4.5e-4 to 1.5e-2 before the exact core)
 CASES = [
-    (0.5, 2.0, 0.7, 1e-3, 1e-3),
-    (1.0, 5.0, 0.1, 1e-3, 1e-3),
-    (1.0, 0.5, 0.5, 3e-3, 1e-3),
-    (2.0, 1.0, 0.3, 3e-3, 2e-3),
-    (4.0, 3.0, 0.4, 3e-3, 1e-3),
-    (4.0, 30.0, 0.6, 1e-3, 1e-3),
-    (6.0, 10.0, 0.2, 3e-3, 1.5e-3),
-    (6.0, 0.7, 0.5, 1e-2, 2e-3),
-    (6.2, 0.5, 0.1, 2e-2, 1e-2),
+    (0.5, 2.0, 0.7, 1e-4),
+    (1.0, 5.0, 0.1, 1e-4),
+    (1.0, 0.5, 0.5, 1e-4),
+    (2.0, 1.0, 0.3, 1e-4),
+    (4.0, 3.0, 0.4, 6e-4),
+    (4.0, 30.0, 0.6, 1e-3),
+    (6.0, 10.0, 0.2, 1e-3),
+    (6.0, 0.7, 0.5, 2e-4),
+    (6.2, 0.5, 0.1, 1e-4),
+    (6.2, 1.0, 0.1, 2e-4),
 ]
 
 
@@ -52,15 +66,91 @@ def _galsim(psf, n, re, q, phi, shape, centre):
         center=galsim.PositionD(centre[0] + 1, centre[1] + 1)).array
 
 
-@pytest.mark.parametrize("n, re, q, peak_tol, flux_tol", CASES)
-def test_sersic_matches_galsim(psf, n, re, q, peak_tol, flux_tol):
+def _stamp(re):
     size = int(min(max(8 * re, 40), 301)) | 1
-    shape, centre, phi = (size, size), (size // 2 + 0.3, size // 2 - 0.2), 0.6
-    ref = _galsim(psf, n, re, q, phi, shape, centre)
+    return (size, size), (size // 2 + 0.3, size // 2 - 0.2)
+
+
+def _render(psf, n, re, q, phi, shape, centre):
     grid = BandGrid(shape, np.eye(2), np.zeros(2), psf, pad=30, margin=6)
-    img, _ = render_profile(grid, centre[0], centre[1], re, q, phi, n, derivatives=False)
-    assert np.abs(img - ref).max() / ref.max() < peak_tol
+    return render_profile(grid, centre[0], centre[1], re, q, phi, n, derivatives=False)[0]
+
+
+@pytest.mark.parametrize("n, re, q, flux_tol", CASES)
+def test_sersic_matches_galsim(psf, n, re, q, flux_tol):
+    shape, centre = _stamp(re)
+    ref = _galsim(psf, n, re, q, 0.6, shape, centre)
+    img = _render(psf, n, re, q, 0.6, shape, centre)
+    assert np.abs(img - ref).max() / ref.max() < 1e-3
     assert abs(img.sum() / ref.sum() - 1) < flux_tol
+
+
+@pytest.fixture(scope="module")
+def transforms():
+    """``n -> spline of F(log kappa)`` and ``F(0)``: GalSim's unit-Sersic transforms."""
+    tab = np.loadtxt(TRANSFORMS)
+    kappa = tab[:, 0]
+    cols = dict(zip(TABLE_NS, tab[:, 1:].T))
+    cols[1.0] = _galsim_transform(1.0, kappa)  # cheap enough to take live
+    return kappa, {n: (CubicSpline(np.log(kappa[1:]), f[1:]), f[0]) for n, f in cols.items()}
+
+
+def _galsim_transform(n, kappa):
+    prof = galsim.Sersic(n=n, half_light_radius=1.0, gsparams=galsim.GSParams(kvalue_accuracy=1e-8))
+    return np.array([prof.kValue(k, 0.0).real for k in kappa])
+
+
+def _exact(psf, kappa_nodes, spline, f0, re, q, phi, shape, centre, big=512):
+    """The profile's transform times the PSF's, on a ``big`` periodic grid (the
+    profile's wings fold back negligibly), at the stamp's pixel centres."""
+    fy, fx = sfft.fftfreq(big)[:, None], sfft.rfftfreq(big)[None, :]
+    ku = np.cos(phi) * fx + np.sin(phi) * fy
+    kv = -np.sin(phi) * fx + np.cos(phi) * fy
+    kappa = 2 * np.pi * re * np.sqrt(ku ** 2 + (q * kv) ** 2)
+    low = kappa < kappa_nodes[1]
+    f = np.where(low, f0, spline(np.log(np.where(low, kappa_nodes[1], kappa))))
+    off = (big - shape[0]) // 2
+    phase = np.exp(-2j * np.pi * (fx * (centre[0] + off) + fy * (centre[1] + off)))
+    h = psf.shape[0] // 2
+    kern = np.zeros((big, big))
+    kern[np.ix_(np.arange(-h, h + 1) % big, np.arange(-h, h + 1) % big)] = psf
+    img = sfft.irfft2(f * phase * sfft.rfft2(kern), s=(big, big))
+    return img[off:off + shape[0], off:off + shape[1]]
+
+
+def test_transform_table_is_galsims(transforms):
+    """The stored n = 8 column is GalSim's Hankel integrator, which matches
+    GalSim's own Sersic transform where that exists (to 7e-7 of the flux: the
+    Sersic's high-k asymptotic form; the integrator is the exact one there,
+    ``(1 + (k / b_1)^2)^-1.5`` for n = 1)."""
+    kappa, splines = transforms
+    k = np.array([0.5, 3.0, 40.0])
+    hankel = galsim.integ.hankel(_unit_sersic(1.0), k, rel_err=1e-8, abs_err=1e-11)
+    np.testing.assert_allclose(hankel, _galsim_transform(1.0, k), atol=1e-6)
+    b1 = 1.6783469900166612
+    np.testing.assert_allclose(hankel, (1 + (k / b1) ** 2) ** -1.5, atol=1e-9)
+    np.testing.assert_allclose(splines[8.0][0](np.log(k[:1])),
+                               galsim.integ.hankel(_unit_sersic(8.0), k[:1], rel_err=1e-8,
+                                                   abs_err=1e-11), atol=1e-7)
+
+
+def _unit_sersic(n):
+    from scipy import special
+    b = special.gammaincinv(2 * n, 0.5)
+    log_norm = np.log(2 * np.pi * n) + b - 2 * n * np.log(b) + special.gammaln(2 * n)
+    return lambda r: 2 * np.pi * np.exp(-b * (np.asarray(r) ** (1 / n) - 1) - log_norm)
+
+
+@pytest.mark.parametrize("n", [1.0, 4.0, 6.2, 8.0])
+def test_sersic_grid_matches_exact_transform(psf, transforms, n):
+    """Peak error < 1e-3 for q down to 0.1 and re from 1 to 20 px, n up to 8."""
+    kappa, splines = transforms
+    for q in (1.0, 0.3, 0.1):
+        for re in (1.0, 5.0, 20.0):
+            shape, centre = _stamp(re)
+            ref = _exact(psf, kappa, *splines[n], re, q, 0.6, shape, centre)
+            img = _render(psf, n, re, q, 0.6, shape, centre)
+            assert np.abs(img - ref).max() / ref.max() < 1e-3, (q, re)
 
 
 def test_band_affine_maps_shape_between_grids(psf):
