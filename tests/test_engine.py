@@ -162,7 +162,35 @@ def test_a_failed_group_stays_masked_for_its_neighbours(cfg, monkeypatch):
     masked_sources = sources.copy()
     masked_sources["IN_CORE"][victim] = False     # not fitted: its segment stays masked
     monkeypatch.setattr(engine_module, "fit_group", real_fit)
-    masked = get_engine("builtin").fit(masked_sources, scene.detection, scene.bands, "sersic_rg4", c)
+    masked = get_engine("builtin").fit(masked_sources, scene.detection, scene.bands, "sersic_rg4",
+                                       {**c, "overlap_min_snr": np.inf})
     for band in BANDS:
         assert failed[f"FLUX_MODEL_{band}"][neighbour] == pytest.approx(
             masked[f"FLUX_MODEL_{band}"][neighbour], rel=1e-9)
+
+
+def test_bright_overlap_sources_are_subtracted_for_the_core(cfg):
+    """A bright source outside the tile core (its row comes from the next
+    tile) is fitted here too, so its wings are subtracted from its core
+    neighbour, which then measures what it measures when both are in the core;
+    left unfitted (masked), the wings beyond its segment bias the neighbour."""
+    from astropy.table import Table
+    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [40.3, 58.0], "Y_DET": [30.2, 44.0],
+                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, (80, 96), {b: 1 for b in BANDS}, sigma=0.02, seed=13)
+    c = {**cfg["fit"], "passes": 2, "max_group_size": 1}
+    sources, (bright, faint), found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    assert found.all() and sources["SNR"][bright] > c["overlap_min_snr"]
+    engine = get_engine("builtin")
+    both = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
+    outside = sources.copy()
+    outside["IN_CORE"][bright] = False
+    fitted = engine.fit(outside, scene.detection, scene.bands, "sersic_rg4", c)
+    ignored = engine.fit(outside, scene.detection, scene.bands, "sersic_rg4",
+                         {**c, "overlap_min_snr": np.inf})
+    for band in BANDS:
+        ref = both[f"FLUX_MODEL_{band}"][faint]
+        assert fitted[f"FLUX_MODEL_{band}"][faint] == pytest.approx(ref, rel=0.01), band
+        assert abs(ignored[f"FLUX_MODEL_{band}"][faint] / ref - 1) > 0.05, band

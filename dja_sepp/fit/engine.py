@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
             "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2,
             "solo_ratio": 0.1, "reject_snr": 3.0, "reject_explained": 0.5, "reject_model_error": 0.25,
-            "point_choice": True, "point_min_snr": 10.0, "point_tolerance": 0.03}
+            "point_choice": True, "point_min_snr": 10.0, "point_tolerance": 0.03,
+            "overlap_min_snr": 50.0}
 
 
 def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[np.ndarray]:
@@ -70,6 +71,17 @@ def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[
     return groups
 
 
+def _groups_to_fit(sources: Table, in_core: np.ndarray, opts: Mapping[str, Any]) -> list[np.ndarray]:
+    """Groups with a source in the tile core, and groups of the overlap with
+    detection S/N >= ``overlap_min_snr`` (both passes): the core's neighbours must see a
+    bright star's spikes and rings (or a bright galaxy's wings) subtracted,
+    although its row comes from the neighbouring tile."""
+    snr = np.nan_to_num(np.asarray(sources["SNR"], float)) if "SNR" in sources.colnames \
+        else np.zeros(len(sources))
+    groups = make_groups(sources, int(opts["max_group_size"]), float(opts["solo_ratio"]))
+    return [g for g in groups if in_core[g].any() or snr[g].max() >= float(opts["overlap_min_snr"])]
+
+
 def band_affine(det: BandCutout, band: BandCutout) -> tuple[np.ndarray, np.ndarray]:
     """Affine map of detection-cutout pixels to band-cutout pixels (``A, t``),
     from the two WCS at the cutout centre (exact for DJA's aligned grids)."""
@@ -97,8 +109,7 @@ class BuiltinEngine(Engine):
             return finalize(out, sources, detection, mdef, names)
         in_core = np.asarray(sources["IN_CORE"], bool) if "IN_CORE" in sources.colnames \
             else np.ones(len(sources), bool)
-        groups = [g for g in make_groups(sources, int(opts["max_group_size"]), float(opts["solo_ratio"]))
-                  if in_core[g].any()]
+        groups = _groups_to_fit(sources, in_core, opts)
         groups.sort(key=lambda g: -float(np.nansum(np.asarray(sources["FLUX_AUTO"])[g])))
         work = {b.band: np.array(b.sci, dtype=np.float64) for b in bands}
         affines = {b.band: band_affine(detection, b) for b in bands}
