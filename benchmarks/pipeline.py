@@ -117,7 +117,7 @@ def profile_tile(images: Path, run_dir: Path, tiling: dict, out: Path, top: int 
     import yaml
 
     from dja_sepp.pipeline import process_tile
-    from dja_sepp.pipeline.graph import field_from_config
+    from dja_sepp.pipeline.driver import field_from_config
     from dja_sepp.settings import load_config
     from dja_sepp.tiling import make_tiles
     cfg = load_config({"tiling": tiling, "mosaic": {"enabled": False}})

@@ -188,7 +188,7 @@ _RESULT_OPTIONS = {"images": "--images", "out": "--out", "field": "--field", "ba
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
-    from .pipeline.graph import resume
+    from .pipeline.driver import resume
     if args.resume:
         given = [flag for key, flag in _RESULT_OPTIONS.items() if getattr(args, key, None)]
         if given:
@@ -235,7 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _field_setup(args: argparse.Namespace):
     """Configuration, field, tiling and writable output store of a command."""
     from .io.store import RunStore
-    from .pipeline.graph import _grid, field_from_config
+    from .pipeline.driver import _grid, field_from_config
     from .settings import load_config
     options = _storage_options(args)
     cfg = load_config(args.config, **_overrides(args))
@@ -247,7 +247,7 @@ def _field_setup(args: argparse.Namespace):
 
 
 def cmd_tiles(args: argparse.Namespace) -> int:
-    from .pipeline.graph import _write_tiling
+    from .pipeline.driver import _write_tiling
     _, fld, grid, store = _field_setup(args)
     _write_tiling(grid, fld, store)
     print(f"{len(grid.tiles)} tiles ({grid.nrows} x {grid.ncols}, core {grid.core_size} px, "
@@ -264,14 +264,14 @@ def cmd_psf(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .pipeline.graph import rebuild_grid, merge_run
+    from .pipeline.driver import rebuild_grid, merge_run
     store, cfg, _, grid = rebuild_grid(args.run_dir, _storage_options(args))
     result = merge_run(store, grid, cfg)
     return _report(result)
 
 
 def cmd_mosaic(args: argparse.Namespace) -> int:
-    from .pipeline.graph import mosaic_run
+    from .pipeline.driver import mosaic_run
     for path in mosaic_run(args.run_dir, storage_options=_storage_options(args)):
         print(path)
     return EXIT_OK

@@ -1,0 +1,441 @@
+"""The run driver: field -> tiles -> one Dask task per tile -> merge.
+
+The driver holds no pixels: it reads headers, submits one task per tile
+(workers read their own windows), waits with a progress bar, and merges the
+small tile catalogs. A rerun skips tiles whose ``status.json`` is ok with the
+same input key (contents of the inputs, code and configuration), so an
+interrupted run resumes where it stopped; a rerun in a directory that holds a
+run works beside it and replaces it only when not worse (:mod:`.runstate`).
+Everything is checked (configuration, images, PSF files) before the first
+tile.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from astropy.table import Table
+
+from ..io.cache import is_remote
+from ..io.field import Field
+from ..io.fingerprint import inputs_key
+from ..io.preflight import check_images, check_psfs
+from ..io.store import RunStore
+from ..merge import MergeStats, merge_catalogs
+from ..settings import dump_config, load_config, model_path
+from ..tiling import TileGrid, make_tiles
+from .runstate import carry_psfs, carry_tiles, finish_attempt, open_attempt
+from .tile_task import catalog_name, rejected_name, tile_input_hash
+
+__all__ = ["run", "RunResult", "field_from_config", "merge_run"]
+
+log = logging.getLogger("dja_sepp")
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    run_dir : str
+        The run directory (path or URL).
+    catalog_path : str or None
+        Merged catalog (FITS) of the primary model; None if nothing merged.
+    n_tiles, n_ok, n_skipped : int
+        Tiles in the grid, tiles ok (computed now or earlier), tiles reused
+        from an earlier run.
+    failed : dict
+        tile id -> reason, for tiles that failed after all retries.
+    merge : MergeStats or None
+    timings : dict
+        Wall-clock seconds of the driver's stages and summed tile stages.
+    mosaic_path : str or None
+        ``mosaic.zarr`` of the run, when the mosaic step ran.
+    """
+
+    run_dir: str
+    catalog_path: str | None
+    n_tiles: int
+    n_ok: int
+    n_skipped: int
+    failed: dict[str, str]
+    merge: MergeStats | None = None
+    timings: dict[str, float] = dc_field(default_factory=dict)
+    catalogs: dict[str, str] = dc_field(default_factory=dict)
+    mosaic_path: str | None = None
+    noise_correlation: dict[str, float] = dc_field(default_factory=dict)
+    kept_previous: str | None = None
+    unusable_bands: dict[str, str] = dc_field(default_factory=dict)
+
+    @property
+    def degraded(self) -> bool:
+        """True when some band could not be measured anywhere in the field."""
+        return bool(self.unusable_bands)
+
+    def relocate(self, old: str, new: str) -> None:
+        """Paths of the result moved from root ``old`` to ``new``."""
+        def move(p):
+            return new + p[len(old):] if isinstance(p, str) and p.startswith(old) else p
+        self.run_dir, self.catalog_path, self.mosaic_path = map(
+            move, (self.run_dir, self.catalog_path, self.mosaic_path))
+        self.catalogs = {k: move(v) for k, v in self.catalogs.items()}
+
+    @property
+    def complete(self) -> bool:
+        """True when every tile is ok (the catalog covers the whole field)."""
+        return not self.failed and self.n_ok == self.n_tiles
+
+    def summary(self) -> str:
+        state = "complete" if self.complete else f"INCOMPLETE: {len(self.failed)} tile(s) failed"
+        lines = [f"run {self.run_dir}: {self.n_ok}/{self.n_tiles} tiles ok "
+                 f"({self.n_skipped} reused), {state}"]
+        if self.merge:
+            lines.append(f"catalog {self.catalog_path}: {self.merge.n_output} sources "
+                         f"({self.merge.n_duplicates} duplicates removed)")
+        if self.mosaic_path:
+            lines.append(f"mosaics {self.mosaic_path}")
+        lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
+        lines += [f"WARNING: band {b} is unusable over the whole field ({r}): it has no "
+                  f"measurements" for b, r in self.unusable_bands.items()]
+        if self.kept_previous:
+            lines.append(f"the earlier run in {self.kept_previous} was better and is kept as it was; "
+                         f"this attempt is in {self.run_dir} (--resume {self.run_dir} finishes it)")
+        return "\n".join(lines)
+
+
+def field_from_config(images: str | Field, config: Mapping[str, Any],
+                      storage_options: dict | None = None) -> Field:
+    """The field of a run: a :class:`Field` as is, or found in a folder/URL."""
+    if isinstance(images, Field):
+        return images
+    fc = config["field"]
+    # absolute paths: workers (and a later resume) may run in another folder
+    cache_dir = _absolute(fc["cache_dir"]) if fc["cache_dir"] else None
+    return Field.from_directory(_absolute(images), field=fc["name"], bands=fc["bands"],
+                                detection=fc["detection"], zeropoint=fc["zeropoint"],
+                                cache_dir=cache_dir, storage_options=storage_options)
+
+
+def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | None = None,
+        cluster: Any = None, config: str | Path | Mapping | None = None,
+        psfs: Mapping[str, str] | None = None, progress: bool = True,
+        storage_options: dict | None = None, **overrides: Any) -> RunResult:
+    """Fit every source of a field, tile by tile on Dask, and merge.
+
+    Parameters
+    ----------
+    images : str, Path or Field
+        Folder or URL holding DJA-named mosaics, or a :class:`Field`.
+    out : str or Path
+        Run directory (local or fsspec URL).
+    models : sequence of str, optional
+        Model names (``config/models``); the first is the primary catalog.
+    cluster : None, str, Client or Cluster
+        None: the configured cluster (local processes by default); a
+        scheduler address; or a ``distributed`` Client / cluster object.
+    config : path or mapping, optional
+        Run configuration overriding the shipped defaults.
+    psfs : mapping, optional
+        band -> PSF file; bands without one get a PSF built by the PSF step.
+    progress : bool
+        Show a progress bar.
+    **overrides
+        Configuration overrides as ``section__key=value``.
+    """
+    t_start = time.perf_counter()
+    if models:
+        overrides["fit__models"] = list(models)
+    cfg = load_config(config, **overrides)  # every value checked before anything is written
+    final = RunStore(out, storage_options)
+    final.check_writable()
+    fld = field_from_config(images, cfg, storage_options)
+    _check_models(cfg)
+    grid = _grid(fld, cfg)
+    check_images(fld)  # truncated or unreadable mosaics: stop now, not in every tile
+    check_psfs(_given_psfs(cfg, psfs), fld)
+    # an earlier run in `out` is never written over: this attempt works beside it
+    store, previous = open_attempt(final)
+    given = carry_psfs(final, store, _given_psfs(cfg, psfs))
+    psf_paths = _resolve_psfs(fld, grid, cfg, store, given)
+    cfg["run"] = {"images": _absolute(images if not isinstance(images, Field) else fld.detection.sci_path),
+                  "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
+                  "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo}
+    cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
+    store.write_text("run.yaml", dump_config(_portable(cfg, store)))
+    _write_tiling(grid, fld, store)
+    timings = {"setup": time.perf_counter() - t_start}
+
+    from .execute import execute_tiles  # distributed imported only when running
+    todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
+    carry_tiles(final, store, [t.id for t in reused])
+    t0 = time.perf_counter()
+    statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=cluster,
+                             progress=progress, storage_options=storage_options)
+    timings["tiles"] = time.perf_counter() - t0
+    for st in statuses.values():
+        for stage, sec in st.get("timings", {}).items():
+            timings[f"tile_{stage}"] = timings.get(f"tile_{stage}", 0.0) + sec
+    failed = {t: (s.get("reason") or "unknown") for t, s in statuses.items() if s.get("state") != "ok"}
+    t0 = time.perf_counter()
+    result = merge_run(store, grid, cfg)
+    timings["merge"] = time.perf_counter() - t0
+    if cfg["mosaic"]["enabled"] and result.n_ok:
+        t0 = time.perf_counter()
+        try:
+            result.mosaic_path = _mosaics(store, cfg, fld, grid, cluster, storage_options)
+        except Exception as exc:  # the catalog is written: keep it, report the mosaic failure
+            log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", final.root, exc)
+            failed["mosaic"] = f"{type(exc).__name__}: {exc}"
+        timings["mosaic"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    result.n_skipped = len(reused)
+    result.failed = failed
+    result.n_ok = len(grid.tiles) - len([t for t in failed if t != "mosaic"])
+    result.timings = timings
+    return _finish(final, store, previous, result)
+
+
+def _finish(final: RunStore, store: RunStore, previous: dict | None, result: RunResult) -> RunResult:
+    """Swap the attempt in if it is not worse than the earlier run; write
+    ``summary.json`` where the attempt's files end up."""
+    summary = _summary(result)
+    swapped, where = finish_attempt(final, store, previous, summary)
+    if where.root != store.root:
+        result.relocate(store.root, where.root)
+    result.kept_previous = None if swapped else final.root
+    summary = _summary(result)
+    where.write_json("summary.json", summary)
+    return result
+
+
+def _summary(result: RunResult) -> dict[str, Any]:
+    return {"complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
+            "n_reused": result.n_skipped, "failed": result.failed, "timings": result.timings,
+            "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
+            "noise_correlation": result.noise_correlation, "unusable_bands": result.unusable_bands}
+
+
+def _grid(fld: Field, cfg: Mapping[str, Any]) -> TileGrid:
+    """The tiling of the field, refused before any work starts when no tile
+    has valid pixels, or when the halo is wider than the field and there are
+    several tiles (each would process the whole field again)."""
+    t = cfg["tiling"]
+    grid = make_tiles(fld, t["tile_size"], t["overlap"], t["align"])
+    if not grid.tiles:
+        raise ValueError(f"{fld.detection.wht_path}: no tile has valid detection pixels")
+    ny, nx = fld.detection.shape
+    scale = fld.detection.pixel_scale
+    if t["overlap"] > min(ny, nx) * scale:
+        what = (f"tiling.overlap {t['overlap']:g}\" is larger than the field {fld.name} "
+                f"({nx * scale:.1f}\" x {ny * scale:.1f}\")")
+        if len(grid.tiles) > 1:
+            raise ValueError(f"{what}: each of its {len(grid.tiles)} tiles would fit the whole "
+                             f"field; use a halo a little wider than the largest source")
+        log.warning("%s; one tile covers the field, the halo is cut at its edges", what)
+    return grid
+
+
+def _absolute(path: str | Path) -> str:
+    """A local path made absolute (a run.yaml read from another folder must
+    find the same files); URLs as they are."""
+    text = str(path)
+    return text if is_remote(text) or "://" in text else str(Path(text).expanduser().resolve())
+
+
+def _portable(cfg: Mapping[str, Any], store: RunStore) -> dict[str, Any]:
+    """What ``run.yaml`` holds: the configuration with absolute input paths,
+    the PSFs the run built relative to the run directory (so the folder can
+    move, and a resume from elsewhere finds the same files), and no secret
+    (``cluster.worker_env`` values are left out: give them again to resume)."""
+    out = copy.deepcopy(dict(cfg))
+    # worker_env may hold credentials: its names are kept, never its values
+    out["cluster"]["worker_env"] = {}
+    out["run"]["worker_env_names"] = sorted(cfg["cluster"].get("worker_env") or {})
+    root = store.url() + "/"
+    out["run"]["psf_files"] = {b: p[len(root):] if p.startswith(root) else p
+                               for b, p in cfg["run"]["psf_files"].items()}
+    return out
+
+
+def _run_paths(record: Mapping[str, Any], store: RunStore) -> dict[str, str]:
+    """PSF paths of a ``run.yaml`` record, run-relative ones resolved."""
+    files = record.get("psf_files") or {}
+    return {b: p if is_remote(p) or Path(p).is_absolute() else store.url(p) for b, p in files.items()}
+
+
+def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunResult:
+    """Merge the ok tiles of a run directory into ``catalog*.fits/.parquet``.
+
+    A catalog built from an incomplete set of tiles says so in its header
+    (``COMPLETE = F`` and the missing tiles), so it is never mistaken for the
+    whole field.
+    """
+    models = list(cfg["fit"]["models"])
+    ok_tiles, missing, noise, dropped = [], [], {}, []
+    for tile in grid.tiles:
+        rel = f"tiles/{tile.id}/status.json"
+        status = store.read_json(rel) if store.exists(rel) else {}
+        if status.get("state") == "ok":
+            ok_tiles.append(tile)
+            dropped.append(status.get("dropped_bands") or {})
+            for band, factor in status.get("noise_correlation", {}).items():
+                noise.setdefault(band, []).append(factor)
+        else:
+            missing.append(tile.id)
+    result = RunResult(store.root, None, len(grid.tiles), len(ok_tiles), 0,
+                       {t: "not ok" for t in missing})
+    result.unusable_bands = _unusable(dropped)
+    for band, reason in result.unusable_bands.items():
+        log.warning("band %s is unusable over the whole field (%s): no measurements", band, reason)
+    # flux errors of each tile were multiplied by its own factor; the field's median is reported
+    result.noise_correlation = {b: round(float(np.median(v)), 4) for b, v in noise.items()}
+    for i, model in enumerate(models):
+        name = catalog_name(model, i == 0)
+        tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in ok_tiles]
+        merged, stats = merge_catalogs(tables, grid, cfg["merge"]["match_radius"])
+        merged.meta["MODEL"] = model
+        merged.meta["COMPLETE"] = (not missing, "all tiles of the field are in this catalog")
+        merged.meta["NTILES"] = len(grid.tiles)
+        if missing:
+            merged.meta["MISSING"] = ",".join(missing)[:60]
+        if result.unusable_bands:
+            merged.meta["UNUSABLE"] = (",".join(result.unusable_bands)[:60],
+                                       "bands without valid pixels anywhere in the field")
+        for ext in ("fits", "parquet"):
+            store.write_table(f"{name}.{ext}", merged)
+        result.catalogs[model] = store.url(f"{name}.fits")
+        if i == 0:
+            result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
+        _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model)
+    return result
+
+
+def _unusable(dropped: list[dict[str, str]]) -> dict[str, str]:
+    """Bands dropped by every ok tile (all NaN, zero or negative weight):
+    band -> reason of the first tile."""
+    if not dropped:
+        return {}
+    common = set(dropped[0]).intersection(*dropped[1:])
+    return {b: dropped[0][b] for b in sorted(common)}
+
+
+def _merge_rejected(store: RunStore, grid: TileGrid, tiles, name: str, model: str) -> None:
+    """``{catalog}_rejected.fits``: every detection of the field that is not a
+    catalog row, with ``REJECT_REASON`` (tiles from before this step have none)."""
+    tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in tiles
+              if store.exists(f"tiles/{t.id}/{name}.parquet")]
+    merged, _ = merge_catalogs(tables, grid, 0.0)
+    merged.meta["MODEL"] = model
+    merged.meta["COMMENT"] = "detections not in the catalog: REJECT_REASON says why"
+    store.write_table(f"{name}.fits", merged)
+
+
+def _check_models(cfg: Mapping[str, Any]) -> None:
+    for model in cfg["fit"]["models"]:  # fail before any work on an unknown model
+        model_path(model)
+
+
+def _given_psfs(cfg: Mapping[str, Any], psfs: Mapping[str, str] | None) -> dict[str, str]:
+    """band -> absolute path of the PSF files given (configuration, then arguments)."""
+    return {k.upper(): _absolute(v) for k, v in {**cfg["psf"]["files"], **(psfs or {})}.items()}
+
+
+def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: RunStore,
+                  given: dict[str, str]) -> dict[str, str]:
+    given = dict(given)
+    missing = [b for b in fld.bands if b not in given]
+    if missing and cfg["psf"]["method"] == "files":
+        raise ValueError(f"{fld.name}: no PSF file for band(s) {', '.join(missing)}; give one per band "
+                         f"(psf.files in the configuration, --psf BAND=FILE, or psfs={{band: path}})")
+    if missing:
+        if cfg["psf"]["method"] not in ("builtin", "psfex"):
+            raise ValueError(f"psf.method must be builtin, psfex or files, not {cfg['psf']['method']!r}")
+        from ..psf import build_psfs
+        given.update(build_psfs(fld, grid, store, cfg, bands=missing))
+    return {b: given[b] for b in fld.bands}
+
+
+def _write_tiling(grid: TileGrid, fld: Field, store: RunStore) -> None:
+    """``tiles.reg`` (DS9, sky coordinates) and ``tiles.png`` (tiles over a
+    strided preview of the detection image, never the full mosaic)."""
+    import tempfile
+    step = max(1, max(grid.shape) // 1500)
+    preview, _ = fld.detection.read((slice(0, grid.shape[0], step), slice(0, grid.shape[1], step)))
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = grid.write_ds9(Path(tmp) / "tiles.reg", fld.detection.wcs)
+        store.put_file(reg, "tiles.reg")
+        png = grid.plot(Path(tmp) / "tiles.png", preview, binning=step)
+        store.put_file(png, "tiles.png")
+
+
+def _tiles_to_run(grid: TileGrid, fld: Field, cfg, store: RunStore, psf_paths) -> tuple[list, list]:
+    todo, reused = [], []
+    for tile in grid.tiles:
+        rel = f"tiles/{tile.id}/status.json"
+        if store.exists(rel):
+            st = store.read_json(rel)
+            if st.get("state") == "ok" and st.get("input_hash") == tile_input_hash(
+                    tile, fld, cfg, psf_paths):
+                reused.append(tile)
+                continue
+        todo.append(tile)
+    return todo, reused
+
+
+def rebuild_grid(run_dir: str, storage_options: dict | None = None):
+    """``(store, config, field, grid)`` of an existing run, from its ``run.yaml``."""
+    import yaml
+    store = RunStore(run_dir, storage_options)
+    if not store.exists("run.yaml"):
+        raise FileNotFoundError(f"{run_dir}: no run.yaml (not a dja-sepp run directory)")
+    cfg = yaml.safe_load(store.read_text("run.yaml"))
+    cfg["run"]["psf_files"] = _run_paths(cfg["run"], store)
+    fld = field_from_config(cfg["run"]["images"], cfg, storage_options)
+    return store, cfg, fld, _grid(fld, cfg)
+
+
+def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None = None,
+               progress: bool = True) -> list[str]:
+    """Render the model and residual mosaics of a finished run (``mosaic.zarr``)."""
+    store, cfg, fld, grid = rebuild_grid(run_dir, storage_options)
+    return [_mosaics(store, cfg, fld, grid, cluster, storage_options)]
+
+
+def _mosaics(store: RunStore, cfg: Mapping[str, Any], fld: Field, grid: TileGrid, cluster: Any,
+             storage_options: dict | None) -> str:
+    from ..mosaic import build_mosaics, quicklook
+    from .execute import client_for
+    model = cfg["fit"]["models"][0]
+    catalog = store.read_table(f"{catalog_name(model, True)}.fits")
+    with client_for(cluster, cfg) as client:
+        url = build_mosaics(store.root, fld, grid, catalog, cfg["run"]["psf_files"], model,
+                            engine=cfg["fit"]["engine"], client=client, storage_options=storage_options)
+    quicklook(url, store, list(fld.bands), storage_options)
+    return url
+
+
+def resume(run_dir: str, cluster: Any = None, progress: bool = True,
+           storage_options: dict | None = None, **overrides: Any) -> RunResult:
+    """Finish an earlier run: recompute only its failed or missing tiles.
+
+    The images, configuration and PSFs come from the run's ``run.yaml``; ok
+    tiles whose inputs are unchanged are reused, not recomputed. ``overrides``
+    may change where and how it runs (``cluster__n_workers``,
+    ``mosaic__enabled``); the command line refuses options that would change
+    the result.
+    """
+    import yaml
+    store = RunStore(run_dir, storage_options)
+    if not store.exists("run.yaml"):
+        raise FileNotFoundError(f"{run_dir}: no run.yaml (not a dja-sepp run directory)")
+    cfg = yaml.safe_load(store.read_text("run.yaml"))
+    previous = cfg.pop("run")
+    return run(previous["images"], run_dir, cluster=cluster, config=cfg,
+               psfs=_run_paths(previous, store) or None, progress=progress,
+               storage_options=storage_options, **overrides)
