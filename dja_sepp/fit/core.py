@@ -29,7 +29,8 @@ MIN_TAPER_FINE = 3.0  # ... else this many fine pixels (measured, any PSF: < 2e-
 _REACH = 12.0 ** 0.25  # w < 1e-5 beyond rho_c * _REACH: the core's extent
 _RHO_MAX = 40.0 ** 0.25  # w < e^-40 beyond rho_c * _RHO_MAX: the quadrature's extent
 _MAX_OVERSAMPLE = 4
-KAPPA_SCALE = 2.0  # table nodes: uniform in kappa below 2 / rho_c, geometric above
+_PANEL_PERIODS = 2.0  # periods of J0 per 8-node panel: 2e-7 of the flux (1: 1e-13, 3: 3e-5)
+_KAPPA_SCALE = 2.0  # table nodes: uniform in kappa below 2 / rho_c, geometric above
 _GL8 = np.polynomial.legendre.leggauss(8)
 _GL16 = np.polynomial.legendre.leggauss(16)
 
@@ -62,7 +63,7 @@ def _nodes(rho_c: float, kappa_max: float) -> tuple[np.ndarray, np.ndarray]:
 
     The innermost panel maps ``rho = rho_1 u^n``-like (here ``u^4``, enough
     for the cusp); beyond it, panels double in size (the profile varies on
-    log-radius) and never exceed a period of ``J0(kappa_max rho)``.
+    log-radius) and never exceed ``_PANEL_PERIODS`` periods of ``J0(kappa_max rho)``.
     """
     rho_max = _RHO_MAX * rho_c
     rho_1 = min(0.05 * rho_c, 0.5 / max(kappa_max, 1e-9))
@@ -70,7 +71,7 @@ def _nodes(rho_c: float, kappa_max: float) -> tuple[np.ndarray, np.ndarray]:
     u = 0.5 * (u + 1)
     rho0 = rho_1 * u ** 4
     w0 = rho_1 * 4 * u ** 3 * 0.5 * wu
-    period = 2 * np.pi / max(kappa_max, 1e-9)
+    period = _PANEL_PERIODS * 2 * np.pi / max(kappa_max, 1e-9)
     edges = [rho_1]
     while edges[-1] < rho_max:
         edges.append(min(edges[-1] + min(edges[-1], period), rho_max))
@@ -99,7 +100,7 @@ def hankel_table(n: float, rho_c: float, kappa_max: float, norm_terms, size: int
     prof = np.exp(-b * (t - 1.0) - log_norm - (rho / rho_c) ** 4) * wq
     dprof = prof * (-db_dn * (t - 1.0) + b * t * np.log(rho) / (n * n) - dlog_norm_dn)
     # uniform where H turns over (kappa ~ 1 / rho_c), geometric in its power-law tail
-    k_s = KAPPA_SCALE / rho_c
+    k_s = _KAPPA_SCALE / rho_c
     kappa = k_s * np.sinh(np.linspace(0.0, np.arcsinh(max(kappa_max, k_s) / k_s), size))
     x = kappa[:, None] * rho[None, :]
     j0 = special.j0(x)
