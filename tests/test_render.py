@@ -101,8 +101,10 @@ def _galsim_transform(n, kappa):
 
 
 def _exact(psf, kappa_nodes, spline, f0, re, q, phi, shape, centre, big=512):
-    """The profile's transform times the PSF's, on a ``big`` periodic grid (the
-    profile's wings fold back negligibly), at the stamp's pixel centres."""
+    """The profile's transform times the PSF's, on a ``big`` periodic grid, at
+    the stamp's pixel centres. The wings beyond ``big / 2`` fold back as a faint
+    pedestal: 4e-5 of the peak at n = 8, re = 20 px (but +0.8 % of the stamp's
+    flux, so fluxes are not compared here)."""
     fy, fx = sfft.fftfreq(big)[:, None], sfft.rfftfreq(big)[None, :]
     ku = np.cos(phi) * fx + np.sin(phi) * fy
     kv = -np.sin(phi) * fx + np.cos(phi) * fy
@@ -174,12 +176,13 @@ def test_band_affine_maps_shape_between_grids(psf):
 def test_derivatives_match_finite_differences(psf):
     """Analytic shape derivatives and Fourier-gradient position derivatives.
 
-    Steps of 1e-3 because transforms run in float32; 6 % because the cusp is
-    refined on boxes that follow the centre, so the rendered image is only
-    piecewise smooth in position (finite differences see those steps).
+    Steps of 1e-3 because transforms run in float32; 1 % because the core's
+    derivative tables are interpolated linearly (measured 0.2-0.6 %; it was
+    6 % while the cusp was refined on boxes that followed the centre).
     """
     for affine, args in ((np.eye(2), [20.3, 19.8, 3.0, 0.6, 0.4, 2.5]),   # x, y, re, q, phi, n
-                         (2 * np.eye(2), [10.3, 9.8, 1.5, 0.6, 0.4, 4.0])):
+                         (2 * np.eye(2), [10.3, 9.8, 1.5, 0.6, 0.4, 4.0]),
+                         (np.eye(2), [20.3, 19.8, 1.0, 0.15, 0.4, 8.0])):
         grid = BandGrid((41, 41), affine, np.zeros(2), psf, pad=20, margin=6)
         _, der = render_profile(grid, *args)
         for k in range(len(args)):
@@ -191,7 +194,7 @@ def test_derivatives_match_finite_differences(psf):
                 up[k], down[k] = args[k] + h, args[k] - h
             num = (render_profile(grid, *up, derivatives=False)[0]
                    - render_profile(grid, *down, derivatives=False)[0]) / (2 * h)
-            assert np.abs(der[k] - num).max() < 0.06 * np.abs(num).max(), k
+            assert np.abs(der[k] - num).max() < 0.01 * np.abs(num).max(), k
 
 
 def test_point_source_is_the_psf(psf):

@@ -16,6 +16,10 @@ the Hankel transform ``H(kappa)`` of a 1-d function at ``kappa = 2 pi |M^T k|``
 (``M`` maps ``z`` to band pixels): no aliasing at all. ``H`` is tabulated on
 a few dozen ``kappa`` by quadrature and interpolated (cubic Hermite with the
 exact slope) at every frequency.
+
+The taper is 4 band pixels on the core's short axis, so the grid part needs
+one sample per band pixel; cores so long that they would wrap around the FFT
+grid onto the window get a thinner taper and a finer grid (``core_plan``).
 """
 from __future__ import annotations
 
@@ -91,8 +95,9 @@ def hankel_table(n: float, rho_c: float, kappa_max: float, norm_terms, size: int
     Returns
     -------
     kappa, h, d, hn : ndarray
-        Nodes (0 first, then geometric to ``kappa_max``), transform, its slope
-        over ``kappa`` and its derivative with respect to ``n`` (``rho_c`` held).
+        Nodes (0 first, uniform then geometric up to ``kappa_max``), transform,
+        its slope over ``kappa`` and its derivative with respect to ``n``
+        (``rho_c`` held).
     """
     b, log_norm, dlog_norm_dn, db_dn = norm_terms
     rho, wq = _nodes(rho_c, kappa_max)
