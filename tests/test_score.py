@@ -188,3 +188,19 @@ def test_empty_and_minimal_catalogs(truth):
     assert s.row_bands == 2 * len(truth)
     with pytest.raises(ValueError):
         score_catalog(minimal, truth, reference_band="F150W")
+
+
+def test_a_truth_hidden_behind_a_brighter_one_is_not_counted_missing(truth):
+    """Two true objects 0.05" apart are one source for any detection: the
+    fainter one leaves the completeness (``n_hidden``) instead of counting as
+    a miss; 0.5" apart both count."""
+    hidden = truth.copy()
+    ra, dec = _sky(3.0 * 2 + 0.05, 0.0)        # beside object 3 (index 2, mag 22.1)
+    hidden.add_row({**{c: hidden[c][20] for c in hidden.colnames}, "RA": ra, "DEC": dec, "ID": 99})
+    s = score_catalog(perfect_catalog(truth), hidden)
+    assert s.n_hidden == 1 and s.completeness == 1.0 and s.n_complete_eligible == 34
+    apart = truth.copy()
+    ra, dec = _sky(3.0 * 2 + 0.5, 0.0)
+    apart.add_row({**{c: apart[c][20] for c in apart.colnames}, "RA": ra, "DEC": dec, "ID": 99})
+    s = score_catalog(perfect_catalog(truth), apart)
+    assert s.n_hidden == 0 and s.completeness == pytest.approx(34 / 35)

@@ -59,8 +59,9 @@ class Score:
     reference_band: str
     n_snr5: int                         #: rows with S/N > 5 in the reference band
     purity: float                       #: fraction of those matched to a true object
-    n_complete_eligible: int            #: true objects brighter than ``mag_limit``
+    n_complete_eligible: int            #: resolvable true objects brighter than ``mag_limit``
     completeness: float
+    n_hidden: int                       #: true objects within ``blend_radius`` of a brighter one
     spike_fragments: int                #: bright unmatched rows near true stars
     mag_limit: float = 26.0             #: completeness magnitude limit (reference band)
     bands: dict = field(default_factory=dict)   #: band -> BandScore
@@ -221,6 +222,19 @@ def _fragments(cat_ra, cat_dec, snr, matched_rows, truth, radius, snr_min) -> li
     return sorted(int(r) for r in set(cand[i_rows]))
 
 
+def _hidden(truth: Table, ref: str, radius: float) -> np.ndarray:
+    """True objects closer than ``radius`` arcsec to a brighter true object:
+    one source on the sky for any detection (the simulator's exact blends)."""
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+    c = SkyCoord(_column(truth, "RA"), _column(truth, "DEC"), unit="deg")
+    i, j, _, _ = search_around_sky(c, c, radius * u.arcsec)
+    flux = _column(truth, f"FLUX_{ref}")
+    hidden = np.zeros(len(truth), bool)
+    hidden[i[(i != j) & (flux[j] > flux[i])]] = True
+    return hidden
+
+
 def _shape_bias(cat, truth, rows, trues, snr_ref):
     kind = np.asarray(truth["KIND"]).astype(str)[trues]
     radius, sersic = _column(cat, "RADIUS")[rows], _column(cat, "SERSIC")[rows]
@@ -259,7 +273,7 @@ def _cost(cat, bands, n_true, core_seconds):
 def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
                   reference_band: str | None = None, match_radius: float = 0.15,
                   snr_min: float = 5.0, mag_limit: float = 26.0, star_radius: float = 1.5,
-                  fragment_snr: float = 20.0, galaxy_re_min: float = 0.3,
+                  fragment_snr: float = 20.0, galaxy_re_min: float = 0.3, blend_radius: float = 0.2,
                   core_seconds: float | None = None, prefer_model_position: bool = True) -> Score:
     """Score a catalog against the simulator's truth, per true object.
 
@@ -282,6 +296,10 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
         Purity counts rows with reference-band S/N above this.
     mag_limit : float
         Completeness counts true objects brighter than this (reference band).
+    blend_radius : float
+        A true object closer than this (arcsec; 1.5 F444W PSF FWHM) to a
+        brighter one is one source on the sky for any detection: left out of
+        the completeness and counted as ``n_hidden``.
     star_radius, fragment_snr : float
         A spike fragment is a row with S/N > ``fragment_snr`` within
         ``star_radius`` arcsec of a true star, matched to no true object.
@@ -311,7 +329,8 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
     bright = np.flatnonzero(snr_ref > snr_min)
     b_rows, _, _ = match_one_to_one(ra[bright], dec[bright], _column(tru, "RA"),
                                     _column(tru, "DEC"), match_radius)
-    eligible = _column(tru, f"MAG_{ref}") < mag_limit
+    hidden = _hidden(tru, ref, blend_radius)
+    eligible = (_column(tru, f"MAG_{ref}") < mag_limit) & ~hidden
     found = np.zeros(len(tru), bool)
     found[trues] = True
     fragments = _fragments(ra, dec, snr_ref, rows, tru, star_radius, fragment_snr)
@@ -330,6 +349,7 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
         n_snr5=int(bright.size), purity=b_rows.size / bright.size if bright.size else np.nan,
         n_complete_eligible=int(eligible.sum()),
         completeness=float(found[eligible].mean()) if eligible.any() else np.nan,
+        n_hidden=int(hidden.sum()),
         spike_fragments=len(fragments), mag_limit=mag_limit, bands=band_scores, n_shape=n_shape,
         re_bias=re_bias, n_bias=n_bias, models=models, star_point_fraction=star_pt, galaxy_point_fraction=gal_pt,
         core_seconds=cost[0], row_bands=cost[1], true_bands=cost[2],
@@ -345,7 +365,7 @@ def format_score(score: Score) -> str:
         f"matched {s.n_matched}",
         f"purity (S/N>5 in {s.reference_band}, {s.n_snr5} rows) {s.purity:.3f}  "
         f"completeness (mag<{s.mag_limit:g}, {s.n_complete_eligible}) {s.completeness:.3f}  "
-        f"spike fragments {s.spike_fragments}",
+        f"spike fragments {s.spike_fragments}  (hidden behind a brighter one: {s.n_hidden})",
         f"{'band':>6} {'n>50':>5} {'dmag':>7} {'scat':>6} {'n20-50':>6} {'dmag':>7} {'scat':>6} "
         f"{'n10-50':>6} {'pull':>6} {'pscat':>6}",
     ]
