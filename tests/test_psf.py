@@ -67,8 +67,10 @@ def test_star_selection_is_pure_and_complete(star_field, selection):
 
 @pytest.fixture(scope="module")
 def built(selection):
+    """35 px stamps (``size_arcsec: null``): the core stack alone."""
     fld, _, _, stars = selection
-    return {band: build_band_psf(fld.bands[band], stars) for band in ("F200W", "F444W")}
+    return {band: build_band_psf(fld.bands[band], stars, {"size_arcsec": None})
+            for band in ("F200W", "F444W")}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,10 @@ def test_psf_command_writes_psfs_stars_and_summary(star_field, tmp_path):
             header, data = hdul[0].header, hdul[0].data
         assert header["OVERSAMP"] == 1 and header["PIXSCALE"] > 0 and header["NSTARS"] >= 15
         assert data.shape[0] % 2 == 1 and abs(data.sum() - 1) < 1e-4
-        assert 0.8 < header["EEFRAC"] < 0.93      # the stamp's share of the total light
+        # the stamp's share of the total light: 3" stamps by default
+        truth = _truth_in_box(band, header["PIXSCALE"], data.shape[0])
+        assert round(data.shape[0] * header["PIXSCALE"], 1) == 3.0 and truth > 0.93
+        assert header["EEFRAC"] == pytest.approx(truth, abs=0.02)
         psf = load_psf(str(out / "psf" / f"{band}.fits"), band=band, pixel_scale=header["PIXSCALE"])
         assert psf.stamp().sum() == pytest.approx(header["EEFRAC"], abs=1e-6)
     summary = json.loads((out / "psf" / "summary.json").read_text())
