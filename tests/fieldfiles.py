@@ -63,3 +63,16 @@ def write_field(folder: Path, det_shape=(160, 224), bands=(("F200W", 2), ("F444W
         write_image(folder / f"{stem}_sci.fits", sci, w, band, gz)
         write_image(folder / f"{stem}_wht.fits", wht, w, band, gz)
     return folder
+
+
+def gaussian_psf_args(folder: Path, bands=(("F200W", 0.02), ("F444W", 0.04))) -> list[str]:
+    """Unit-sum-declared Gaussian PSF files for ``write_field``'s bands, as
+    ``--psf BAND=PATH`` command-line arguments (runs that need no PSF step)."""
+    yy, xx = np.mgrid[-12:13, -12:13]
+    args = []
+    for band, scale in bands:
+        hdu = fits.PrimaryHDU(np.exp(-(xx ** 2 + yy ** 2) / 8.0).astype(np.float32))
+        hdu.header["PIXSCALE"], hdu.header["EEFRAC"] = scale, 1.0
+        hdu.writeto(folder / f"{band}.fits")
+        args += ["--psf", f"{band}={folder / f'{band}.fits'}"]
+    return args

@@ -132,16 +132,10 @@ def test_a_band_unusable_everywhere_is_reported(dask_client, tmp_path, capsys):
     recorded in summary.json and the catalog header, exit status 3."""
     import json
     from astropy.io import fits
-    from fieldfiles import write_field
+    from fieldfiles import gaussian_psf_args, write_field
     images = write_field(tmp_path / "images", seed=4,
                          blank_region=("F200W", (slice(None), slice(None))))
-    yy, xx = np.mgrid[-12:13, -12:13]
-    psf_args = []
-    for band, scale in (("F200W", 0.02), ("F444W", 0.04)):
-        hdu = fits.PrimaryHDU(np.exp(-(xx ** 2 + yy ** 2) / 8.0).astype(np.float32))
-        hdu.header["PIXSCALE"], hdu.header["EEFRAC"] = scale, 1.0
-        hdu.writeto(tmp_path / f"{band}.fits")
-        psf_args += ["--psf", f"{band}={tmp_path / f'{band}.fits'}"]
+    psf_args = gaussian_psf_args(tmp_path)
     out = tmp_path / "run"
     code = main(["run", "--images", str(images), "--out", str(out), "--no-mosaic",
                  "--cluster", dask_client.scheduler.address, *psf_args])

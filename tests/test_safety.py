@@ -8,11 +8,10 @@ import stat
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
 from dja_sepp.cli import main
 from dja_sepp.io.store import RunStore
-from fieldfiles import write_field
+from fieldfiles import gaussian_psf_args, write_field
 
 SECRET = "s3cr3t-T0KEN-do-not-write"
 
@@ -55,13 +54,7 @@ def test_run_files_honour_the_umask(tmp_path):
 @pytest.mark.slow
 def test_a_secret_in_the_config_is_never_written(dask_client, tmp_path, capsys):
     images = write_field(tmp_path / "images", seed=5)
-    yy, xx = np.mgrid[-12:13, -12:13]
-    psf_args = []
-    for band, scale in (("F200W", 0.02), ("F444W", 0.04)):
-        hdu = fits.PrimaryHDU(np.exp(-(xx ** 2 + yy ** 2) / 8.0).astype(np.float32))
-        hdu.header["PIXSCALE"], hdu.header["EEFRAC"] = scale, 1.0
-        hdu.writeto(tmp_path / f"{band}.fits")
-        psf_args += ["--psf", f"{band}={tmp_path / f'{band}.fits'}"]
+    psf_args = gaussian_psf_args(tmp_path)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"cluster:\n  worker_env:\n    AWS_SECRET_ACCESS_KEY: {SECRET}\n")
     out = tmp_path / "run"
