@@ -167,6 +167,15 @@ def test_too_few_stars_is_an_error(selection):
         select_stars(sources, {"min_stars": 1000})
 
 
+def test_the_configured_minimum_of_stars_holds_in_every_band(selection):
+    """``psf.stars.min_stars`` also bounds the usable cutouts of each band
+    (it was a literal 5 there)."""
+    fld, _, _, stars = selection
+    with pytest.raises(ValueError, match="PSF star.*F444W"):
+        build_band_psf(fld.bands["F444W"], stars, {"size_arcsec": None}, energy=False,
+                       min_stars=len(stars) + 1)
+
+
 def test_psf_command_writes_psfs_stars_and_summary(star_field, tmp_path):
     out = tmp_path / "psf_run"
     assert cli_main(["psf", "--images", str(star_field.images_dir), "--out", str(out),

@@ -20,21 +20,14 @@ from scipy import ndimage
 
 from ..fit.base import BandCutout
 from .cleaning import DetectionFlag, apply_merges, cleaning_merges, core_counts
+from ..settings import default_config
 from .noise import noise_correlation
 
 __all__ = ["detect_sources", "gaussian_kernel", "DETECTION_COLUMNS", "DEFAULTS", "REJECTED_COLUMNS"]
 
-#: Used when a key is absent from the ``detection:`` configuration section.
-DEFAULTS: dict[str, Any] = {
-    "back_size": 128, "back_filter_size": 5, "thresh": 0.8, "minarea": 7, "filter_fwhm": 1.5,
-    "filter_size": 3, "deblend_nthresh": 42, "deblend_cont": 1e-4, "clean": True,
-    "clean_param": 1.0, "clean_minarea": 15, "core_thresh": 1.5, "core_minarea": 9,
-    "kron_factor": 2.5, "kron_min_radius": 3.5, "snr_doubtful": 5.0, "near_bright_dmag": 3.0,
-    "near_bright_radius": 1.5, "noise_correlation": True,
-    # SExtractor/SE++ convolve and compare with thresh x the unfiltered sigma ("conv");
-    # sep's default "matched" rescales by the filtered noise and finds other sources.
-    "filter_type": "conv",
-}
+#: Used when a key is absent from the ``detection:`` configuration section
+#: (the shipped ``config/defaults.yaml``: defaults live there only).
+DEFAULTS: dict[str, Any] = default_config()["detection"]
 
 DETECTION_COLUMNS = (
     "x", "y", "X_IMAGE", "Y_IMAGE", "RA", "DEC", "FLUX_ISO", "FLUXERR_ISO", "FLUX_AUTO",

@@ -26,6 +26,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..models.definition import ModelDefinition, detection_context, load_model
+from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
@@ -37,11 +38,8 @@ __all__ = ["BuiltinEngine", "make_groups", "band_affine"]
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"max_iterations": 500, "max_group_size": 3, "window_min": 15, "window_max": 500,
-            "psf_radius": 150, "fit_psf_radius": 30, "window_kron": 1.0, "tolerance": 1e-6, "passes": 2,
-            "solo_ratio": 0.1, "reject_snr": 3.0, "reject_explained": 0.5, "reject_model_error": 0.25,
-            "point_choice": True, "point_min_snr": 10.0, "point_tolerance": 0.03,
-            "overlap_min_snr": 50.0}
+#: the ``fit:`` section of the shipped ``config/defaults.yaml`` (defaults live there only)
+DEFAULTS: dict[str, Any] = default_config()["fit"]
 
 
 def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[np.ndarray]:

@@ -73,7 +73,8 @@ def _neighbour_mask(sci: np.ndarray, wht: np.ndarray) -> np.ndarray:
 
 
 def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = None,
-                   energy: Mapping[str, Any] | bool | None = None) -> ImagePSF:
+                   energy: Mapping[str, Any] | bool | None = None,
+                   min_stars: int | None = None) -> ImagePSF:
     """ePSF of one band from the reference ``stars`` (RA/DEC).
 
     Parameters
@@ -85,6 +86,9 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
     energy : mapping or bool, optional
         Overrides of ``psf.energy``; False keeps the stamp at unit sum (no
         encircled-energy measurement).
+    min_stars : int, optional
+        Fewer usable star cutouts in this band: an error (default
+        ``psf.stars.min_stars``).
 
     Returns
     -------
@@ -95,6 +99,7 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
     s = {**DEFAULTS, **(settings or {})}
     size = _stamp_size(s, image.pixel_scale)
     core = min(int(s.get("norm_size") or size) | 1, size)
+    s["min_stars"] = int(STAR_DEFAULTS["min_stars"] if min_stars is None else min_stars)
     native, n_stars = _epsf(image, stars, core, s)
     psf = ImagePSF(native, image.pixel_scale, 1, band=image.band)
     psf.n_stars = n_stars
@@ -122,7 +127,7 @@ def _epsf(image, stars: Table, size: int, s: Mapping[str, Any],
     # photutils leaves one edge row and column of the ePSF grid empty (zeros):
     # build 2 px wider and keep the centre
     data, tables = _star_cutouts(image, stars, size + 2)
-    if len(data) < STAR_DEFAULTS["min_stars"]:
+    if len(data) < s["min_stars"]:
         raise ValueError(f"{image.sci_path}: only {len(data)} PSF star(s) usable in band {image.band}")
     cutouts = extract_stars(data, tables, size=size + 2)
     os = int(s["oversampling"])
@@ -206,12 +211,14 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     stars = select_stars(detect_reference(field, grid, ref, pcfg.get("stars")), pcfg.get("stars"))
     log.info("PSF: %d stars selected in %s", len(stars), ref)
     out, psfs = {}, {}
+    min_stars = int({**STAR_DEFAULTS, **(pcfg.get("stars") or {})}["min_stars"])
     for band in bands:
         if pcfg.get("method") == "psfex":
             out[band], psfs[band] = _psfex_band(field.bands[band], stars, store, pcfg.get("psfex"),
-                                                pcfg.get("energy"))
+                                                pcfg.get("energy"), min_stars)
             continue
-        psf = build_band_psf(field.bands[band], stars, pcfg.get("builder"), pcfg.get("energy"))
+        psf = build_band_psf(field.bands[band], stars, pcfg.get("builder"), pcfg.get("energy"),
+                             min_stars)
         psfs[band] = psf
         out[band] = store.write_bytes(f"psf/{band}.fits", _fits_bytes(psf))
     store.write_bytes("psf/summary.json", json.dumps(_summary(psfs, ref, len(stars)), indent=1).encode())
@@ -241,14 +248,14 @@ def _summary(psfs: Mapping[str, Any], ref: str, n_selected: int) -> dict[str, An
                     "unit-sum magnitude minus total magnitude"}
 
 
-def _psfex_band(image, stars: Table, store, settings, energy=None):
+def _psfex_band(image, stars: Table, store, settings, energy=None, min_stars: int | None = None):
     """Run PSFEx for one band; the ``.psf`` (with ``EEFRAC`` from the
     stars' encircled energy) goes into the run's ``psf/``."""
     import tempfile
     from pathlib import Path
     from .psfex import PSFExPSF, run_psfex, set_ee_fraction
     with tempfile.TemporaryDirectory(prefix="dja_sepp_psf_") as tmp:
-        path = run_psfex(image, stars, tmp, settings)
+        path = run_psfex(image, stars, tmp, settings, min_stars)
         psf = PSFExPSF(path, band=image.band, pixel_scale=image.pixel_scale)
         curve = None
         if energy is not False:

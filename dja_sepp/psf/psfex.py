@@ -30,6 +30,7 @@ from .base import PSF
 __all__ = ["PSFExPSF", "psfex_available", "run_psfex", "set_ee_fraction", "DEFAULTS"]
 
 DEFAULTS: dict[str, Any] = default_config()["psf"]["psfex"]
+STAR_MIN: int = int(default_config()["psf"]["stars"]["min_stars"])
 
 _PARAMS = ("X_IMAGE", "Y_IMAGE", "ALPHA_J2000", "DELTA_J2000", "FLUX_APER(1)", "FLUXERR_APER(1)",
            "FLUX_RADIUS", "ELONGATION", "FLAGS", "SNR_WIN", "MAG_AUTO")
@@ -125,8 +126,11 @@ def _run(args: list[str], tool: str, what: str) -> None:
         raise RuntimeError(f"{what}: {tool} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
 
 
-def run_psfex(image, stars: Table, out_dir: str | Path, settings: Mapping[str, Any] | None = None) -> Path:
-    """Build ``{out_dir}/{band}.psf`` for one band from the selected ``stars``."""
+def run_psfex(image, stars: Table, out_dir: str | Path, settings: Mapping[str, Any] | None = None,
+              min_stars: int | None = None) -> Path:
+    """Build ``{out_dir}/{band}.psf`` for one band from the selected ``stars``
+    (at least ``min_stars`` of them in its SExtractor catalog, default
+    ``psf.stars.min_stars``)."""
     if not psfex_available():
         raise RuntimeError("psf.method psfex needs source-extractor and psfex on PATH "
                            "(Debian: apt-get install source-extractor psfex)")
@@ -139,7 +143,7 @@ def run_psfex(image, stars: Table, out_dir: str | Path, settings: Mapping[str, A
         _write_configs(work, size)
         cat = _sextractor(image, work, size)
         n = _keep_stars(cat, stars, float(s["match_radius"]))
-        if n < 5:
+        if n < (STAR_MIN if min_stars is None else int(min_stars)):
             raise ValueError(f"{image.sci_path}: only {n} PSF star(s) in the SExtractor catalog of {image.band}")
         lo, hi = s["fwhm_range"]
         args = [shutil.which("psfex"), str(cat), "-c", "/dev/null", "-BASIS_TYPE", "PIXEL",
