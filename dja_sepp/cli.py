@@ -290,11 +290,31 @@ def cmd_config(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf, "merge": cmd_merge, "mosaic": cmd_mosaic, "config": cmd_config}
 
 
+def quiet_libraries(verbose: bool = False) -> None:
+    """Show only warnings of ``distributed`` unless ``verbose``.
+
+    ``distributed`` sets its loggers' levels from the Dask configuration
+    when it is imported (INFO: cluster start/stop, every connection, a
+    jupyter-server-proxy hint), and they propagate to the root handler set
+    up here, so the level goes into that configuration (the environment, so
+    worker processes inherit it too) and onto a logger that exists already.
+    ``tornado`` and ``bokeh`` stay at the levels ``distributed`` gives them
+    (critical, error): quieter than warning already."""
+    import os
+    level = "info" if verbose else "warning"
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = level
+    logging.getLogger("distributed").setLevel(level.upper())
+    if "dask" in sys.modules:  # its configuration has read the environment already
+        import dask
+        dask.config.set({"logging.distributed": level})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dja-sepp`` command."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    quiet_libraries(args.verbose)
     from .io.cache import InputError
     from .io.store import OutputError
     from .settings import ConfigError

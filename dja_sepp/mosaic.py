@@ -56,6 +56,8 @@ def create_store(url: str, field: Field, grid: TileGrid, storage_options: dict |
 
 def _sources_near(catalog: Table, image: Image, window: tuple[slice, slice]) -> Table:
     """Catalog rows whose model light can reach ``window`` of ``image``."""
+    if "RA_MODEL" not in catalog.colnames:  # a field without sources merges to a bare table
+        return catalog[:0]
     ra, dec = np.asarray(catalog["RA_MODEL"], float), np.asarray(catalog["DEC_MODEL"], float)
     ok = np.isfinite(ra) & np.isfinite(dec)
     x = np.full(len(catalog), np.nan)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -171,28 +172,32 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     _write_tiling(grid, fld, store)
     timings = {"setup": time.perf_counter() - t_start}
 
-    from .execute import execute_tiles  # distributed imported only when running
+    from .execute import client_for, execute_tiles  # distributed imported only when running
     todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
     carry_tiles(final, store, [t.id for t in reused])
-    t0 = time.perf_counter()
-    statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=cluster,
-                             progress=progress, storage_options=storage_options)
-    timings["tiles"] = time.perf_counter() - t0
-    for st in statuses.values():
-        for stage, sec in st.get("timings", {}).items():
-            timings[f"tile_{stage}"] = timings.get(f"tile_{stage}", 0.0) + sec
-    failed = {t: (s.get("reason") or "unknown") for t, s in statuses.items() if s.get("state") != "ok"}
-    t0 = time.perf_counter()
-    result = merge_run(store, grid, cfg)
-    timings["merge"] = time.perf_counter() - t0
-    if cfg["mosaic"]["enabled"] and result.n_ok:
+    mosaic = cfg["mosaic"]["enabled"]
+    # one cluster for the tiles and the mosaic (one start-up, one dashboard link)
+    with (client_for(cluster, cfg) if todo or mosaic else nullcontext(None)) as client:
         t0 = time.perf_counter()
-        try:
-            result.mosaic_path = _mosaics(store, cfg, fld, grid, cluster, storage_options)
-        except Exception as exc:  # the catalog is written: keep it, report the mosaic failure
-            log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", final.root, exc)
-            failed["mosaic"] = f"{type(exc).__name__}: {exc}"
-        timings["mosaic"] = time.perf_counter() - t0
+        statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=client,
+                                 progress=progress, storage_options=storage_options)
+        timings["tiles"] = time.perf_counter() - t0
+        for st in statuses.values():
+            for stage, sec in st.get("timings", {}).items():
+                timings[f"tile_{stage}"] = timings.get(f"tile_{stage}", 0.0) + sec
+        failed = {t: (s.get("reason") or "unknown") for t, s in statuses.items()
+                  if s.get("state") != "ok"}
+        t0 = time.perf_counter()
+        result = merge_run(store, grid, cfg)
+        timings["merge"] = time.perf_counter() - t0
+        if mosaic and result.n_ok:
+            t0 = time.perf_counter()
+            try:
+                result.mosaic_path = _mosaics(store, cfg, fld, grid, client, storage_options)
+            except Exception as exc:  # the catalog is written: keep it, report the mosaic failure
+                log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", final.root, exc)
+                failed["mosaic"] = f"{type(exc).__name__}: {exc}"
+            timings["mosaic"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     result.n_skipped = len(reused)
     result.failed = failed

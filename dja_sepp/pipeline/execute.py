@@ -32,6 +32,8 @@ def client_for(cluster: Any, config: Mapping[str, Any]) -> Iterator[Any]:
     ``cluster`` may be a Client (used as is), a cluster object, a scheduler
     address, a cluster kind (``local``, ``slurm``, ``pbs``, ``ec2``: the
     ``cluster:`` section's settings), or None (the ``cluster:`` section).
+    A client made here prints its dashboard link once, on stderr (a Client
+    given by the caller is the caller's: nothing is printed).
     """
     from distributed import Client
     if isinstance(cluster, Client):
@@ -45,13 +47,19 @@ def client_for(cluster: Any, config: Mapping[str, Any]) -> Iterator[Any]:
         elif isinstance(cluster, str):
             cfg.update(kind="address", address=cluster)
         with cluster_client(cfg) as client:
+            _print_dashboard(client)
             yield client
         return
     client = Client(cluster)
+    _print_dashboard(client)
     try:
         yield client
     finally:
         client.close()
+
+
+def _print_dashboard(client) -> None:
+    print(f"dja-sepp: Dask dashboard {client.dashboard_link}", file=sys.stderr)
 
 
 def execute_tiles(tiles: Sequence[Tile], field: Field, config: Mapping[str, Any],
@@ -63,7 +71,6 @@ def execute_tiles(tiles: Sequence[Tile], field: Field, config: Mapping[str, Any]
         return statuses
     retries = int(config["cluster"].get("retries", 0))
     with client_for(cluster, config) as client:
-        print(f"dja-sepp: dashboard {client.dashboard_link}", file=sys.stderr)
         pending = list(tiles)
         for attempt in range(retries + 1):
             results = _submit_and_wait(client, pending, field, config, store, psf_paths,
