@@ -4,8 +4,11 @@ Ownership is exact: a row is kept only by the tile whose core holds its
 detection centroid (cores partition the field). A source whose centroid
 moved across a core border between two tiles' detections can still appear
 twice, so a safety-net sky match between rows of neighbouring tiles keeps the
-copy farthest inside its own core and counts what it removed. (The
-predecessor's one-directional 0.25" nearest match kept such duplicates.)
+copy farthest inside its own core and counts what it removed. (A
+one-directional nearest match, as used to be done, keeps such duplicates.)
+
+:func:`describe_catalog` makes the merged catalog self-describing: flux
+units, zero point, the software and configuration that made it.
 """
 from __future__ import annotations
 
@@ -19,7 +22,11 @@ from astropy.table import Table, vstack
 
 from .tiling import TileGrid
 
-__all__ = ["merge_catalogs", "MergeStats"]
+__all__ = ["merge_catalogs", "MergeStats", "describe_catalog", "TILE_KEYWORDS"]
+
+#: Header keywords of a tile catalog that describe one tile only: wrong for
+#: the merged catalog (the field's values are in the run's summary.json).
+TILE_KEYWORDS = ("TILE_ID", "DROPPED", "NOISECOR")
 
 
 @dataclass
@@ -76,6 +83,8 @@ def merge_catalogs(tables: Sequence[Table], grid: TileGrid,
     if not tables:
         return Table(), stats
     cat = vstack(list(tables), join_type="outer", metadata_conflicts="silent")
+    for key in TILE_KEYWORDS:  # vstack kept the first tile's values
+        cat.meta.pop(key, None)
     stats.n_input = len(cat)
     x = np.asarray(cat["X_IMAGE"], dtype=float) - 1.0
     y = np.asarray(cat["Y_IMAGE"], dtype=float) - 1.0
@@ -121,3 +130,57 @@ def _cross_tile_duplicates(cat: Table, depth: np.ndarray, radius: float) -> np.n
             continue
         drop[b if depth[a] >= depth[b] else a] = True
     return drop
+
+
+def describe_catalog(cat: Table, bands: Sequence[str], units: dict[str, str | None],
+                     zeropoints: dict[str, float], info: dict[str, str]) -> Table:
+    """Units and provenance of a merged catalog, in place.
+
+    Parameters
+    ----------
+    cat : Table
+        Merged catalog.
+    bands : sequence of str
+        Bands of the run; ``FLUX*_{band}`` and ``FLUX*_{band}_err`` columns
+        get that band's unit, the other ``FLUX*`` columns (detection
+        photometry: ``FLUX_ISO``, ``FLUXERR_AUTO``...) the detection image's.
+    units : dict
+        band (and ``"DETECTION"``) -> pixel unit (``BUNIT``), or None when
+        the image header has none.
+    zeropoints : dict
+        band -> AB zero point of the pixel unit (the ``MAG_*`` columns').
+    info : dict
+        Header keyword -> ``(value, comment)``: software version, date,
+        engine, model, configuration hash.
+
+    Returns
+    -------
+    Table
+        ``cat``, with ``BUNIT`` and ``ZP`` / ``MAGZERO`` in its header when
+        all bands share them (per-band values otherwise in ``BUNITn`` /
+        ``ZPn`` with ``BANDn``).
+    """
+    import astropy.units as u
+    parsed = {b: u.Unit(v, parse_strict="silent") if v else None for b, v in units.items()}
+    for col in cat.colnames:
+        if not col.startswith("FLUX") or cat[col].unit is not None:
+            continue   # FLUX_RADIUS has its own unit (pixels)
+        band = next((b for b in bands if col.endswith((f"_{b}", f"_{b}_err"))), "DETECTION")
+        unit = parsed.get(band)
+        if unit is not None and not isinstance(unit, u.UnrecognizedUnit):
+            cat[col].unit = unit   # an unknown unit string stays in the header only
+    band_units = {units.get(b) for b in bands}
+    zps = {round(float(zeropoints[b]), 6) for b in bands if b in zeropoints}
+    if len(band_units) == 1 and None not in band_units:
+        cat.meta["BUNIT"] = (band_units.pop(), "unit of the FLUX_* columns")
+    if len(zps) == 1:
+        zp = zps.pop()
+        cat.meta["ZP"] = (zp, "AB: MAG = -2.5 log10(FLUX) + ZP")
+        cat.meta["MAGZERO"] = (zp, "AB zero point of the flux unit")
+    if len(set(units.get(b) for b in bands)) > 1 or len({zeropoints.get(b) for b in bands}) > 1:
+        for i, b in enumerate(bands, 1):
+            cat.meta[f"BAND{i}"] = b
+            cat.meta[f"BUNIT{i}"] = (units.get(b) or "", f"unit of the {b} fluxes")
+            cat.meta[f"ZP{i}"] = (zeropoints.get(b, float("nan")), f"AB zero point of {b}")
+    cat.meta.update(info)
+    return cat

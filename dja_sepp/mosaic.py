@@ -46,7 +46,7 @@ def create_store(url: str, field: Field, grid: TileGrid, storage_options: dict |
     for band, image in field.bands.items():
         group = root.create_group(band)
         group.attrs.update({"band": band, "pixel_scale": image.pixel_scale,
-                            "zeropoint": image.zeropoint, "unit": "image unit of the band mosaic",
+                            "zeropoint": image.zeropoint, "unit": image.unit or "",
                             "wcs": dict(image.wcs.to_header(relax=True))})
         for name in ("model", "residual"):
             group.create_array(name, shape=image.shape, chunks=grid.chunks_on(image.factor),
@@ -136,6 +136,9 @@ def export_fits(url: str, band: str, out_dir: str | Path, storage_options: dict 
         header["NAXIS1"], header["NAXIS2"] = arr.shape[1], arr.shape[0]
         header.update(wcs_cards)
         header["FILTER"], header["EXTNAME"] = band, name.upper()
+        if group.attrs.get("unit"):
+            header["BUNIT"] = (group.attrs["unit"], "pixel unit of the band mosaic")
+        header["MAGZERO"] = (float(group.attrs["zeropoint"]), "AB zero point of the pixel unit")
         path = out_dir / f"{band}_{name}.fits"
         stream = fits.StreamingHDU(path, header)
         step = arr.chunks[0]

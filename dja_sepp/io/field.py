@@ -54,6 +54,8 @@ class Image:
         Pivot wavelength in micron.
     cache_dir : str or None
         Where compressed / remote files are made local.
+    unit : str or None
+        Pixel unit, the science header's ``BUNIT`` (DJA: ``10*nJy``).
     """
 
     band: str
@@ -67,6 +69,7 @@ class Image:
     wavelength: float | None = None
     cache_dir: str | None = None
     storage_options: dict = dc_field(default_factory=dict)
+    unit: str | None = None
 
     @classmethod
     def open(cls, band: str | None, sci_path: str, wht_path: str | None,
@@ -92,7 +95,8 @@ class Image:
         return cls(band=band.upper(), sci_path=str(sci_path), wht_path=str(wht_path),
                    shape=shape, wcs=wcs, pixel_scale=scale, zeropoint=float(zp),
                    wavelength=_pivot(band), cache_dir=cache_dir,
-                   storage_options=dict(storage_options))
+                   storage_options=dict(storage_options),
+                   unit=str(header.get("BUNIT", "")).strip() or None)
 
     def read(self, window: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
         """Science and weight pixels of ``window`` (float32, native byte order).

@@ -27,8 +27,8 @@ from ..io.field import Field
 from ..io.fingerprint import inputs_key
 from ..io.preflight import check_images, check_psfs
 from ..io.store import RunStore
-from ..merge import MergeStats, merge_catalogs
-from ..settings import dump_config, load_config, model_path
+from ..merge import MergeStats, describe_catalog, merge_catalogs
+from ..settings import config_hash, dump_config, load_config, model_path
 from ..tiling import TileGrid, make_tiles
 from .runstate import carry_psfs, carry_tiles, finish_attempt, open_attempt
 from .tile_task import catalog_name, rejected_name, tile_input_hash
@@ -166,7 +166,9 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     psf_paths = _resolve_psfs(fld, grid, cfg, store, given)
     cfg["run"] = {"images": _absolute(images if not isinstance(images, Field) else fld.detection.sci_path),
                   "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
-                  "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo}
+                  "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo,
+                  "units": {b: im.unit for b, im in {**fld.bands, "DETECTION": fld.detection}.items()},
+                  "zeropoints": {b: im.zeropoint for b, im in fld.bands.items()}}
     cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
     store.write_text("run.yaml", dump_config(_portable(cfg, store)))
     _write_tiling(grid, fld, store)
@@ -304,7 +306,7 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
         name = catalog_name(model, i == 0)
         tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in ok_tiles]
         merged, stats = merge_catalogs(tables, grid, cfg["merge"]["match_radius"])
-        merged.meta["MODEL"] = model
+        _describe(merged, cfg, model)
         merged.meta["COMPLETE"] = (not missing, "all tiles of the field are in this catalog")
         merged.meta["NTILES"] = len(grid.tiles)
         if missing:
@@ -317,7 +319,7 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
         result.catalogs[model] = store.url(f"{name}.fits")
         if i == 0:
             result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
-        _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model)
+        _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model, cfg)
     return result
 
 
@@ -330,13 +332,30 @@ def _unusable(dropped: list[dict[str, str]]) -> dict[str, str]:
     return {b: dropped[0][b] for b in sorted(common)}
 
 
-def _merge_rejected(store: RunStore, grid: TileGrid, tiles, name: str, model: str) -> None:
+def _describe(cat: Table, cfg: Mapping[str, Any], model: str) -> None:
+    """Units, zero point and provenance in a merged catalog's header (runs
+    whose run.yaml predates the units record get the provenance only)."""
+    from datetime import datetime, timezone
+    from .. import __version__
+    record = cfg.get("run") or {}
+    info = {"CREATOR": (f"dja-sepp {__version__}", "software that made this file"),
+            "SWVERSN": (__version__, "dja-sepp version"),
+            "DATE": (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation time"),
+            "ENGINE": (cfg["fit"]["engine"], "fitting engine"),
+            "MODEL": (model, "model of the fit columns"),
+            "CFGHASH": (config_hash(cfg), "hash of run.yaml's result settings")}
+    describe_catalog(cat, list(record.get("bands") or []), record.get("units") or {},
+                     record.get("zeropoints") or {}, info)
+
+
+def _merge_rejected(store: RunStore, grid: TileGrid, tiles, name: str, model: str,
+                    cfg: Mapping[str, Any]) -> None:
     """``{catalog}_rejected.fits``: every detection of the field that is not a
     catalog row, with ``REJECT_REASON`` (tiles from before this step have none)."""
     tables = [store.read_table(f"tiles/{t.id}/{name}.parquet") for t in tiles
               if store.exists(f"tiles/{t.id}/{name}.parquet")]
     merged, _ = merge_catalogs(tables, grid, 0.0)
-    merged.meta["MODEL"] = model
+    _describe(merged, cfg, model)
     merged.meta["COMMENT"] = "detections not in the catalog: REJECT_REASON says why"
     store.write_table(f"{name}.fits", merged)
 

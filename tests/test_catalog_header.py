@@ -1,0 +1,65 @@
+"""A self-describing catalog: flux units, zero point, provenance (issue 17)."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from astropy.io import fits
+from astropy.table import Table
+
+import dja_sepp
+from dja_sepp.mosaic import export_fits
+from dja_sepp.settings import config_hash
+from newcomer import write_tiny_field
+
+# a header card astropy has to cut is a warning on every run: an error here
+pytestmark = pytest.mark.filterwarnings("error::astropy.io.fits.verify.VerifyWarning")
+
+
+def _psfs(args):
+    return dict(a.split("=", 1) for a in args[1::2])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, dask_client):
+    folder = tmp_path_factory.mktemp("tiny")
+    images, psf_args = write_tiny_field(folder)
+    result = dja_sepp.run(images, folder / "run", psfs=_psfs(psf_args), cluster=dask_client,
+                          progress=False, tiling__tile_size=6.4, tiling__overlap=2.0)
+    assert result.complete, result.summary()
+    return result
+
+
+def test_flux_columns_carry_the_image_unit(tiny_run):
+    cat = Table.read(tiny_run.catalog_path)
+    assert len(cat) == 4
+    for col in ("FLUX_MODEL_F200W", "FLUX_MODEL_F200W_err", "FLUX_MODEL_F444W", "FLUX_ISO",
+                "FLUXERR_AUTO"):
+        assert cat[col].unit is not None and cat[col].unit.to("nJy") == pytest.approx(10.0), col
+    assert str(cat["FLUX_RADIUS"].unit) == "pix"      # not a flux: its own unit kept
+    assert str(cat["MAG_MODEL_F444W"].unit) == "mag"
+
+
+def test_header_describes_the_catalog(tiny_run):
+    header = fits.getheader(tiny_run.catalog_path, 1)
+    assert header["BUNIT"] == "10*nJy"
+    assert header["ZP"] == pytest.approx(28.9) and header["MAGZERO"] == pytest.approx(28.9)
+    assert header["SWVERSN"] == dja_sepp.__version__
+    assert dja_sepp.__version__ in header["CREATOR"]
+    assert header["DATE"].startswith("20")
+    assert header["ENGINE"] == "builtin" and header["MODEL"]
+    cfg = yaml.safe_load(open(f"{tiny_run.run_dir}/run.yaml"))
+    assert header["CFGHASH"] == config_hash(cfg)
+    for stale in ("TILE_ID", "DROPPED", "NOISECOR"):
+        assert stale not in header, stale
+
+
+def test_rejected_catalog_is_described_too(tiny_run):
+    header = fits.getheader(tiny_run.catalog_path.replace(".fits", "_rejected.fits"), 1)
+    assert "CFGHASH" in header and "TILE_ID" not in header
+
+
+def test_mosaic_exports_carry_bunit(tiny_run, tmp_path):
+    for path in export_fits(tiny_run.mosaic_path, "F200W", tmp_path):
+        header = fits.getheader(path)
+        assert header["BUNIT"] == "10*nJy"
+        assert header["MAGZERO"] == pytest.approx(28.9)
