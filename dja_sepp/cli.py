@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="configuration files")
     csub = p.add_subparsers(dest="config_command", required=True)
     c = csub.add_parser("init", help="copy the default YAML files into DIR for editing")
-    c.add_argument("dir")
+    c.add_argument("dir", help="folder for defaults.yaml and models/ (a model YAML added to "
+                               "DIR/models is found by name with --config DIR/defaults.yaml)")
+    c.add_argument("--force", action="store_true", help="overwrite files that exist in DIR")
     csub.add_parser("show", help="print the default configuration")
     return parser
 
@@ -280,7 +282,7 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from .settings import config_dir, init_config_dir
     if args.config_command == "init":
-        for path in init_config_dir(args.dir):
+        for path in init_config_dir(args.dir, force=args.force):
             print(path)
     else:
         print((config_dir() / "defaults.yaml").read_text())

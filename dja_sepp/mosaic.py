@@ -69,8 +69,12 @@ def _sources_near(catalog: Table, image: Image, window: tuple[slice, slice]) -> 
 
 
 def render_core(url: str, tile: Tile, image: Image, catalog: Table, psf_path: str, model: str,
-                engine: str = "builtin", storage_options: dict | None = None) -> dict:
-    """Render one tile core of one band and write its chunk of both arrays."""
+                engine: str = "builtin", storage_options: dict | None = None,
+                model_dirs: tuple[str, ...] = ()) -> dict:
+    """Render one tile core of one band and write its chunk of both arrays
+    (``model_dirs``: the run's ``fit.model_dirs``, searched for ``model``)."""
+    from .settings import use_model_dirs
+    use_model_dirs(model_dirs)
     window = tile.core_on(image.factor)
     cut: BandCutout = image.cutout(window, psf=load_psf(psf_path, band=image.band,
                                                         pixel_scale=image.pixel_scale))
@@ -86,7 +90,8 @@ def render_core(url: str, tile: Tile, image: Image, catalog: Table, psf_path: st
 
 def build_mosaics(root: str, field: Field, grid: TileGrid, catalog: Table,
                   psf_paths: Mapping[str, str], model: str, engine: str = "builtin",
-                  client: Any = None, storage_options: dict | None = None) -> str:
+                  client: Any = None, storage_options: dict | None = None,
+                  model_dirs: tuple[str, ...] = ()) -> str:
     """Render ``catalog`` into ``{root}/mosaic.zarr``; one task per (tile, band).
 
     With a ``distributed`` client the tasks run on the cluster (the catalog is
@@ -97,13 +102,15 @@ def build_mosaics(root: str, field: Field, grid: TileGrid, catalog: Table,
     jobs = [(tile, image) for tile in grid.tiles for image in field.bands.values()]
     if client is None:
         for tile, image in jobs:
-            render_core(url, tile, image, catalog, psf_paths[image.band], model, engine, storage_options)
+            render_core(url, tile, image, catalog, psf_paths[image.band], model, engine,
+                        storage_options, model_dirs)
         return url
     from distributed import wait
     cat = client.scatter(catalog, broadcast=True, hash=False)
     token = uuid.uuid4().hex[:8]   # never reuse a key an earlier run may still hold
     futures = [client.submit(render_core, url, tile, image, cat, psf_paths[image.band], model,
-                             engine, storage_options, key=f"mosaic-{tile.id}-{image.band}-{token}",
+                             engine, storage_options, tuple(model_dirs),
+                             key=f"mosaic-{tile.id}-{image.band}-{token}",
                              pure=False)
                for tile, image in jobs]
     wait(futures)

@@ -92,6 +92,7 @@ SPECS: dict[str, Spec] = {
     "psf.energy.match_from": _n(0, nullable=True),
     "fit.engine": Spec("str", choices=("builtin",)),
     "fit.models": Spec("list", low=1, items="str"),
+    "fit.model_dirs": Spec("list", items="str"),
     "fit.passes": _i(1),
     "fit.max_iterations": _i(1),
     "merge.match_radius": _n(0),

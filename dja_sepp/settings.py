@@ -19,7 +19,12 @@ import yaml
 from .schema import SchemaError, check_types
 
 __all__ = ["ConfigError", "load_config", "default_config", "config_hash", "model_path",
-           "config_dir", "init_config_dir", "dump_config"]
+           "config_dir", "init_config_dir", "dump_config", "use_model_dirs", "model_names"]
+
+#: Folders searched for ``{name}.yaml`` before the shipped models: set from
+#: the configuration (``fit.model_dirs``) by :func:`load_config` in the
+#: driver and by each task on its worker (a process of its own).
+_MODEL_DIRS: list[Path] = []
 
 
 class ConfigError(ValueError):
@@ -66,12 +71,33 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
         else:
             nested[key] = value
     _merge(config, nested, "<arguments>", origins=origins)
+    if source is not None and not isinstance(source, Mapping):
+        _user_model_dirs(config, Path(source))
     try:
         check_types(config, default_config(), lambda key: _where(key, origins))
     except SchemaError as exc:
         raise ConfigError(str(exc)) from None
     _validate(config)
+    use_model_dirs(config["fit"]["model_dirs"])
     return config
+
+
+def _user_model_dirs(config: dict[str, Any], source: Path) -> None:
+    """``fit.model_dirs`` made absolute (relative entries are relative to the
+    configuration file), with the ``models/`` folder beside the file first
+    when it exists: ``config init DIR`` writes one, and a model added there
+    is found by name with ``--config DIR/defaults.yaml``."""
+    base = source.expanduser().resolve().parent
+    dirs = [str((base / d).resolve()) for d in config["fit"].get("model_dirs") or []]
+    beside = base / "models"
+    if beside.is_dir() and str(beside) not in dirs:
+        dirs.insert(0, str(beside))
+    config["fit"]["model_dirs"] = dirs
+
+
+def use_model_dirs(dirs) -> None:
+    """Search ``dirs`` (then the shipped models) for models given by name."""
+    _MODEL_DIRS[:] = [Path(d) for d in dirs or []]
 
 
 def _without_run(user: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +185,10 @@ def _validate(config: dict[str, Any]) -> None:
 def config_hash(config: Mapping[str, Any], keys: tuple[str, ...] = (
         "field", "tiling", "detection", "psf", "fit")) -> str:
     """Hash of the parts of the configuration that change a tile's result."""
-    subset = {k: config.get(k) for k in keys}
+    subset = copy.deepcopy({k: config.get(k) for k in keys})
+    # where model files live is not what they say (their contents are hashed
+    # with the inputs): a moved configuration folder reuses its tiles
+    (subset.get("fit") or {}).pop("model_dirs", None)
     text = json.dumps(subset, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -169,21 +198,47 @@ def dump_config(config: Mapping[str, Any]) -> str:
     return yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False)
 
 
-def init_config_dir(directory: str | Path) -> list[Path]:
-    """Copy the shipped YAML files into ``directory`` for editing."""
+def init_config_dir(directory: str | Path, force: bool = False) -> list[Path]:
+    """Copy the shipped YAML files into ``directory`` for editing.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Folder to write ``defaults.yaml`` and ``models/*.yaml`` into.
+    force : bool
+        Overwrite files that exist; without it an existing file (perhaps
+        edited) stops the copy before anything is written.
+
+    Raises
+    ------
+    ConfigError
+        Naming the files that exist, when ``force`` is false.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    pairs = [(src, directory / src.relative_to(config_dir()))
+             for src in sorted(config_dir().rglob("*.yaml"))]
+    existing = [str(dst) for _, dst in pairs if dst.exists()]
+    if existing and not force:
+        raise ConfigError(f"{existing[0]} exists ({len(existing)} file(s) would be overwritten); "
+                          f"use --force to overwrite, or another folder")
     written = []
-    for src in sorted(config_dir().rglob("*.yaml")):
-        dst = directory / src.relative_to(config_dir())
+    for src, dst in pairs:
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
         written.append(dst)
     return written
 
 
+def model_names() -> list[str]:
+    """Names of the models found by name: the configured folders' and the shipped ones."""
+    folders = [*_MODEL_DIRS, config_dir() / "models"]
+    return sorted({p.stem for d in folders for p in Path(d).glob("*.yaml")})
+
+
 def model_path(name: str | Path) -> Path:
-    """The YAML file of a model: a path, or a name in ``config/models``.
+    """The YAML file of a model: a path, or a name found in the folders of
+    ``fit.model_dirs`` (a configuration file's ``models/`` folder first),
+    then in the shipped ``config/models``.
 
     Raises
     ------
@@ -195,8 +250,10 @@ def model_path(name: str | Path) -> Path:
         if not candidate.exists():
             raise ConfigError(f"{candidate}: model file not found")
         return candidate
-    path = config_dir() / "models" / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in (config_dir() / "models").glob("*.yaml"))
-        raise ConfigError(f"unknown model {str(name)!r}; shipped models: {known}")
-    return path
+    for folder in [*_MODEL_DIRS, config_dir() / "models"]:
+        path = Path(folder) / f"{name}.yaml"
+        if path.exists():
+            return path
+    where = f" (searched {', '.join(map(str, _MODEL_DIRS))} and the shipped models)" \
+        if _MODEL_DIRS else ""
+    raise ConfigError(f"unknown model {str(name)!r}{where}; known models: {model_names()}")

@@ -44,7 +44,7 @@ def test_hash_changes_with_result_relevant_settings():
 
 
 def test_unknown_model_lists_shipped(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown model 'nope'; shipped models"):
+    with pytest.raises(ConfigError, match=r"unknown model 'nope'; known models"):
         model_path("nope")
 
 

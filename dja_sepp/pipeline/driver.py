@@ -439,7 +439,8 @@ def _mosaics(store: RunStore, cfg: Mapping[str, Any], fld: Field, grid: TileGrid
     catalog = store.read_table(f"{catalog_name(model, True)}.fits")
     with client_for(cluster, cfg) as client:
         url = build_mosaics(store.root, fld, grid, catalog, cfg["run"]["psf_files"], model,
-                            engine=cfg["fit"]["engine"], client=client, storage_options=storage_options)
+                            engine=cfg["fit"]["engine"], client=client, storage_options=storage_options,
+                            model_dirs=tuple(cfg["fit"].get("model_dirs") or ()))
     quicklook(url, store, list(fld.bands), storage_options)
     return url
 

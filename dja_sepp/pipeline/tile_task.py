@@ -91,6 +91,8 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
         (``ok``/``failed``), ``reason``, ``traceback``, ``timings`` (s),
         ``n_sources``, ``dropped_bands``, ``input_hash``, versions.
     """
+    from ..settings import use_model_dirs
+    use_model_dirs(config["fit"].get("model_dirs"))  # this worker finds the run's own models
     store = RunStore(out, storage_options)
     timings: dict[str, float] = {}
     status: dict[str, Any] = {
