@@ -194,3 +194,61 @@ def test_bright_overlap_sources_are_subtracted_for_the_core(cfg):
         ref = both[f"FLUX_MODEL_{band}"][faint]
         assert fitted[f"FLUX_MODEL_{band}"][faint] == pytest.approx(ref, rel=0.01), band
         assert abs(ignored[f"FLUX_MODEL_{band}"][faint] / ref - 1) > 0.05, band
+
+
+def test_second_pass_skipped_where_no_neighbour_changed_the_pixels(cfg, monkeypatch):
+    """Two galaxies far apart: the other's subtracted model changes a
+    window's pixels by far less than ``fit.refit_min_change`` (noise-weighted
+    norm) and unmasks nothing, so the second pass keeps the first fit instead
+    of refitting: fewer fits, and the fluxes of the full second pass."""
+    import dja_sepp.fit.engine as engine_module
+    from astropy.table import Table
+    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [30.3, 130.0], "Y_DET": [40.2, 39.0],
+                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, (80, 160), {b: 1 for b in BANDS}, sigma=0.02, seed=14)
+    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    assert found.all() and len(sources) == 2
+    real_fit, calls = engine_module.fit_group, []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real_fit(*args, **kw)
+
+    monkeypatch.setattr(engine_module, "fit_group", counting)
+    engine = get_engine("builtin")
+    results = {}
+    for change in (0.0, 0.1):
+        calls.clear()
+        c = {**cfg["fit"], "passes": 2, "refit_min_change": change}
+        results[change] = (engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", c), len(calls))
+    (full, n_full), (skipped, n_skipped) = results[0.0], results[0.1]
+    assert n_skipped < n_full
+    for band in BANDS:
+        for row in nearest:
+            assert skipped[f"FLUX_MODEL_{band}"][row] == pytest.approx(full[f"FLUX_MODEL_{band}"][row],
+                                                                        rel=1e-3), band
+            assert abs(skipped[f"FLUX_MODEL_{band}"][row] - full[f"FLUX_MODEL_{band}"][row]) \
+                < 0.1 * full[f"FLUX_MODEL_{band}_err"][row]
+
+
+def test_second_pass_refits_where_a_neighbour_was_unmasked(cfg, monkeypatch):
+    """A close pair fitted source by source: the bright one's first fit had
+    its neighbour masked, the second sees it subtracted (other weights), so it
+    is refitted whatever ``fit.refit_min_change``: the same fits as always."""
+    from astropy.table import Table
+    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [40.3, 58.0], "Y_DET": [30.2, 44.0],
+                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, (80, 96), {b: 1 for b in BANDS}, sigma=0.02, seed=13)
+    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    c = {**cfg["fit"], "passes": 2, "max_group_size": 1}
+    engine = get_engine("builtin")
+    full = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", {**c, "refit_min_change": 0.0})
+    default = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", {**c, "refit_min_change": 0.1})
+    bright = nearest[0]
+    for band in BANDS:
+        assert default[f"FLUX_MODEL_{band}"][bright] == pytest.approx(full[f"FLUX_MODEL_{band}"][bright],
+                                                                       rel=1e-9)

@@ -120,6 +120,9 @@ class BuiltinEngine(Engine):
                 if len(rows):
                     duration[rows] += (time.perf_counter() - start) / len(rows)
         out["FIT_DURATION"][:] = duration
+        if state.refits_skipped:
+            log.debug("%d of %d second-pass refits skipped (pixels unchanged)", state.refits_skipped,
+                      len(groups) * (max(1, int(opts["passes"])) - 1))
         out["FLAGS"][~in_core & ~state.modelled] |= int(FitFlag.NOT_FITTED)
         return finalize(out, sources, detection, mdef, names)
 
@@ -137,6 +140,27 @@ class _TileState:
         self.modelled = np.zeros(len(sources), bool)
         self.explained = np.zeros(len(sources), bool)
         self.models: dict[int, dict] = {}
+        self.fitted_on: dict[int, list] = {}  # group -> the pixels and weights of its last fit
+        self.refits_skipped = 0
+
+    def _unchanged(self, gi: int, data: list) -> bool:
+        """True when group ``gi``'s window holds the pixels of its last fit
+        within ``fit.refit_min_change``: the same bands, slices and weights,
+        and a data change whose noise-weighted norm ``sqrt(sum w dI^2)`` (all
+        bands) is below it. To first order no fitted parameter (flux or shape)
+        can move by more than that many of its standard errors."""
+        limit = float(self.opts["refit_min_change"])
+        before = self.fitted_on.get(gi)
+        if limit <= 0 or before is None or len(before) != len(data):
+            return False
+        chi2 = 0.0
+        for (name, sl, pix, weight), d in zip(before, data):
+            if name != d.name or sl != d.meta_slice or not np.array_equal(weight, d.weight):
+                return False
+            chi2 += float(np.sum(weight * (d.data - pix) ** 2))
+            if chi2 > limit * limit:
+                return False
+        return True
 
     def fit_rows(self, gi: int, rows: np.ndarray, npass: int) -> np.ndarray:
         """Fit group ``gi`` in pass ``npass``; returns the rows it fitted."""
@@ -150,11 +174,22 @@ class _TileState:
         saved = {k: v[rows].copy() for k, v in out.items()} if gi in self.models else None
         previous = self.models.pop(gi, {})
         self._add(previous, +1.0)  # refit on data with every *other* model removed
+        win, data = self._window_data(rows)
+        if saved is not None and self._unchanged(gi, data):
+            # the other models moved this group's pixels by far less than the
+            # noise (and unmasked none): a refit would return the same fit
+            self._add(previous, -1.0)
+            self.models[gi] = previous
+            self.refits_skipped += 1
+            return rows
         out["FLAGS"][rows] = 0
-        fitted = self._fit_one(rows)
+        # (copies: the data are views of the working images, which the fit's model is subtracted from)
+        pixels = [(d.name, d.meta_slice, d.data.copy(), d.weight) for d in data]
+        fitted = self._fit_one(rows, win, data)
         if fitted:
             self.models[gi] = fitted
             self.modelled[rows] = True
+            self.fitted_on[gi] = pixels
         elif saved is not None:  # the refit failed: keep the first pass, whose model stays subtracted
             for k, v in saved.items():
                 out[k][rows] = v
@@ -187,10 +222,9 @@ class _TileState:
                 keep.append(r)
         return np.array(keep, dtype=int)
 
-    def _fit_one(self, rows: np.ndarray) -> dict:
-        """Fit one group on the working images, subtract its model from them
-        and return it (band -> (slice, image)); flags the rows on failure."""
-        s, det, opts, out = self.sources, self.det, self.opts, self.out
+    def _window_data(self, rows: np.ndarray) -> tuple[tuple[slice, slice], list]:
+        """The group's detection window and each band's pixels over it."""
+        s, det, opts = self.sources, self.det, self.opts
         win = _det_window(s, rows, det.shape, opts)
         seg_ids = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[rows])
         # segments already modelled were subtracted: their pixels are usable
@@ -200,6 +234,13 @@ class _TileState:
             bd = _band_data(b, det, win, self.affines[b.band], self.work[b.band], seg_ids | done, opts)
             if bd is not None and bd.npix > 0:
                 data.append(bd)
+        return win, data
+
+    def _fit_one(self, rows: np.ndarray, win, data: list) -> dict:
+        """Fit one group on its window's pixels (``data``, views of the
+        working images), subtract its model from the working images and
+        return it (band -> (slice, image)); flags the rows on failure."""
+        s, det, opts, out = self.sources, self.det, self.opts, self.out
         contexts = [detection_context(s[r], det.pixel_scale) for r in rows]
         names = [d.name for d in data]
         fit, mdef = None, self.mdef
