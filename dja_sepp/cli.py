@@ -19,15 +19,20 @@ EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_DEGRADED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dja-sepp", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    from . import __version__
+    parser = argparse.ArgumentParser(
+        prog="dja-sepp", description="Multi-band model fitting of JWST (DJA) mosaics, tile by tile "
+                                     "on Dask.",
+        epilog="Start with: dja-sepp demo --out demo (a simulated field, a few minutes).")
+    parser.add_argument("--version", action="version", version=f"dja-sepp {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details, Dask's cluster messages included")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="fit every source of a field (tiles on Dask, merge)")
     _field_args(p, required=False)
     p.add_argument("--out", help="run directory (path or s3:// URL)")
-    p.add_argument("--model", action="append", dest="models",
-                   help="model name (repeatable; first is the primary catalog)")
+    p.add_argument("--model", action="append", dest="models", metavar="NAME", help=_model_help())
     p.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per core)")
     p.add_argument("--cluster", type=_cluster_arg,
                    help="cluster kind (local, slurm, pbs, ec2: settings from the configuration) "
@@ -42,28 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="simulate a small JWST-like field and run the pipeline on it")
     p.add_argument("--out", required=True, help="folder for images/, truth.fits and run/")
-    p.add_argument("--workers", type=_positive_int, default=None)
-    p.add_argument("--size", type=_positive_float, default=32.0, help="field side in arcsec")
-    p.add_argument("--galaxies", type=int, default=200)
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes (default: one per core)")
+    p.add_argument("--size", type=_positive_float, default=32.0,
+                   help="field side in arcsec (default: %(default)s)")
+    p.add_argument("--galaxies", type=int, default=200,
+                   help="number of simulated galaxies (default: %(default)s)")
     p.add_argument("--passes", type=int, default=1,
                    help="fitting passes (1 keeps the demo to a few minutes; runs default to 2)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--model", action="append", dest="models")
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed of the simulation (default: %(default)s)")
+    p.add_argument("--model", action="append", dest="models", metavar="NAME", help=_model_help())
 
     p = sub.add_parser("tiles", help="write the tiling (DS9 regions + PNG) of a field")
     _field_args(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for tiles.reg and tiles.png")
 
     p = sub.add_parser("psf", help="select stars and build the PSF of each band")
     _field_args(p)
     p.add_argument("--out", required=True, help="folder for psf/{band}.fits, stars and summary")
 
     p = sub.add_parser("merge", help="merge the ok tiles of a run directory again")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory (path or s3:// URL) holding run.yaml")
     _storage_arg(p)
 
     p = sub.add_parser("mosaic", help="render the model and residual mosaics of a run")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run directory (path or s3:// URL) holding run.yaml")
     _storage_arg(p)
 
     p = sub.add_parser("config", help="configuration files")
@@ -76,13 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_help() -> str:
+    """``--model`` help naming the shipped models (file names only: cheap)."""
+    from .settings import config_dir
+    shipped = sorted(p.stem for p in (config_dir() / "models").glob("*.yaml"))
+    return (f"model name (repeatable; the first gives catalog.fits): one of {', '.join(shipped)}, "
+            f"a model YAML in the --config file's models/ folder, or a path to a YAML file")
+
+
 def _field_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--images", required=required, help="folder or URL with DJA-named mosaics")
     p.add_argument("--field", help="field name prefix (when the folder holds several)")
     p.add_argument("--bands", help="comma-separated bands to use (default: all found)")
-    p.add_argument("--config", help="run configuration YAML")
-    p.add_argument("--tile-size", type=_positive_float, help="tile core side in arcsec")
-    p.add_argument("--overlap", type=_non_negative_float, help="tile halo width in arcsec")
+    p.add_argument("--config", help="run configuration YAML (default: the shipped defaults; dja-sepp config init DIR writes a copy to edit)")
+    p.add_argument("--tile-size", type=_positive_float, help="tile core side in arcsec (default: tiling.tile_size of the configuration)")
+    p.add_argument("--overlap", type=_non_negative_float, help="tile halo width in arcsec (default: tiling.overlap of the configuration)")
     _storage_arg(p)
 
 
