@@ -3,19 +3,36 @@
 The public API is small:
 
 - :func:`run` fits a field (folder, URL or :class:`Field`) tile by tile on Dask
-  and merges the catalog;
+  and merges the catalog; its :class:`RunResult` has the catalog as an
+  astropy Table (``result.catalog``) and ``result.summary()``;
 - :class:`Field` / :func:`load_field` read DJA mosaics by window;
 - :func:`make_tiles` cuts a field into tiles;
 - :func:`load_config` resolves a run configuration.
+
+The names are imported on first use, so ``dja-sepp --help`` and
+``--version`` do not wait for astropy and Dask.
 """
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from .io.field import Field, load_field
-from .pipeline import RunResult, run
-from .settings import load_config
-from .tiling import TileGrid, make_tiles
+_WHERE = {"run": ".pipeline", "RunResult": ".pipeline", "Field": ".io.field",
+          "load_field": ".io.field", "load_config": ".settings", "make_tiles": ".tiling",
+          "TileGrid": ".tiling"}
 
 __all__ = ["__version__", "run", "RunResult", "Field", "load_field", "make_tiles", "TileGrid",
            "load_config"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value   # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'dja_sepp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -58,6 +58,9 @@ class RunResult:
         Wall-clock seconds of the driver's stages and summed tile stages.
     mosaic_path : str or None
         ``mosaic.zarr`` of the run, when the mosaic step ran.
+    catalog : astropy.table.Table
+        The merged catalog of the primary model, read on first access
+        (an empty Table when nothing merged).
     """
 
     run_dir: str
@@ -73,6 +76,15 @@ class RunResult:
     noise_correlation: dict[str, float] = dc_field(default_factory=dict)
     kept_previous: str | None = None
     unusable_bands: dict[str, str] = dc_field(default_factory=dict)
+    storage_options: dict | None = dc_field(default=None, repr=False, compare=False)
+    _catalog: Table | None = dc_field(default=None, repr=False, compare=False)
+
+    @property
+    def catalog(self) -> Table:
+        """The merged catalog (primary model), read once when first used."""
+        if self._catalog is None:
+            self._catalog = _read_catalog(self.catalog_path, self.storage_options)
+        return self._catalog
 
     @property
     def degraded(self) -> bool:
@@ -93,6 +105,7 @@ class RunResult:
         return not self.failed and self.n_ok == self.n_tiles
 
     def summary(self) -> str:
+        """A few lines: tiles, catalog, mosaics, failures, timings."""
         state = "complete" if self.complete else f"INCOMPLETE: {len(self.failed)} tile(s) failed"
         lines = [f"run {self.run_dir}: {self.n_ok}/{self.n_tiles} tiles ok "
                  f"({self.n_skipped} reused), {state}"]
@@ -104,10 +117,24 @@ class RunResult:
         lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
         lines += [f"WARNING: band {b} is unusable over the whole field ({r}): it has no "
                   f"measurements" for b, r in self.unusable_bands.items()]
+        stages = [(k, self.timings[k]) for k in ("setup", "tiles", "merge", "mosaic", "total")
+                  if k in self.timings]
+        if stages:
+            lines.append("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages))
         if self.kept_previous:
             lines.append(f"the earlier run in {self.kept_previous} was better and is kept as it was; "
                          f"this attempt is in {self.run_dir} (--resume {self.run_dir} finishes it)")
         return "\n".join(lines)
+
+
+def _read_catalog(path: str | None, storage_options: dict | None) -> Table:
+    if path is None:
+        return Table()
+    if is_remote(path):
+        import fsspec
+        with fsspec.open(path, "rb", **(storage_options or {})) as fh:
+            return Table.read(fh, format="fits")
+    return Table.read(path)
 
 
 def field_from_config(images: str | Field, config: Mapping[str, Any],
@@ -126,8 +153,12 @@ def field_from_config(images: str | Field, config: Mapping[str, Any],
 def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | None = None,
         cluster: Any = None, config: str | Path | Mapping | None = None,
         psfs: Mapping[str, str] | None = None, progress: bool = True,
-        storage_options: dict | None = None, **overrides: Any) -> RunResult:
+        storage_options: dict | None = None, *, mosaic: bool | None = None,
+        workers: int | None = None, **overrides: Any) -> RunResult:
     """Fit every source of a field, tile by tile on Dask, and merge.
+
+    In a script, call it under ``if __name__ == "__main__":``: the local
+    cluster starts worker processes that import the script again.
 
     Parameters
     ----------
@@ -146,12 +177,24 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
         band -> PSF file; bands without one get a PSF built by the PSF step.
     progress : bool
         Show a progress bar.
+    storage_options : dict, optional
+        fsspec options for remote images and run directories.
+    mosaic : bool, optional
+        False skips the model / residual mosaics (``mosaic.enabled``).
+    workers : int, optional
+        Local worker processes (``cluster.n_workers``; default one per core).
     **overrides
         Configuration overrides as ``section__key=value``.
     """
     t_start = time.perf_counter()
     if models:
-        overrides["fit__models"] = list(models)
+        overrides["fit__models"] = [models] if isinstance(models, str) else list(models)
+    if mosaic is not None:
+        overrides["mosaic__enabled"] = bool(mosaic)
+    if workers is not None:
+        overrides["cluster__n_workers"] = workers
+    if "no_mosaic" in overrides:  # the command line's spelling
+        raise TypeError("run() takes mosaic=False (not no_mosaic=True)")
     cfg = load_config(config, **overrides)  # every value checked before anything is written
     final = RunStore(out, storage_options)
     final.check_writable()
@@ -205,6 +248,7 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     result.failed = failed
     result.n_ok = len(grid.tiles) - len([t for t in failed if t != "mosaic"])
     result.timings = timings
+    result.storage_options = storage_options
     return _finish(final, store, previous, result)
 
 
