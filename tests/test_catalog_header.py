@@ -63,3 +63,37 @@ def test_mosaic_exports_carry_bunit(tiny_run, tmp_path):
         header = fits.getheader(path)
         assert header["BUNIT"] == "10*nJy"
         assert header["MAGZERO"] == pytest.approx(28.9)
+
+
+def _readme():
+    from pathlib import Path
+    return (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_every_catalog_column_is_in_the_readme(tiny_run):
+    """The README's column table names every column of a real catalog."""
+    import re
+    text = _readme()
+    table = text[text.index("### Catalog columns"):text.index("### Detection and clean catalogs")]
+    documented = set(re.findall(r"`([A-Z0-9_/{}]+?)`", table))
+    for line in table.splitlines():   # "| `X_MODEL`, `Y_MODEL` (+`_err`) | ..." rows
+        first = line.split("|")[1] if line.startswith("|") else ""
+        if "(+`_err`)" in first:
+            documented.update(n + "_err" for n in re.findall(r"`([A-Z_{}0-9]+)`", first))
+    cat = Table.read(tiny_run.catalog_path)
+    missing = []
+    for col in cat.colnames:
+        generic = re.sub(r"_(F200W|F444W)(?=_err$|$)", "_{BAND}", col)
+        if col not in documented and generic not in documented:
+            missing.append(col)
+    assert not missing
+
+
+def test_no_words_that_assume_the_project_history():
+    from pathlib import Path
+    from dja_sepp.settings import config_dir
+    texts = {"README.md": _readme()}
+    texts.update({str(p): p.read_text() for p in Path(config_dir()).rglob("*.yaml")})
+    for name, text in texts.items():
+        for word in ("predecessor", "seed_models", "issue's target"):
+            assert word not in text.lower(), (name, word)
