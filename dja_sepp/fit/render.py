@@ -205,10 +205,10 @@ def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: 
         a = grid.affine
         spec = np.concatenate([spec[:1], [-(gx * a[0, 0] + gy * a[1, 0]),
                                           -(gx * a[0, 1] + gy * a[1, 1])], spec[1:]], axis=0)
-    out = sfft.irfft2(spec, s=(Ny, Nx)).astype(np.float64)
+    out = sfft.irfft2(spec, s=(Ny, Nx))
     ny, nx = grid.shape
     p = grid.margin
-    out = out[:, p:p + ny, p:p + nx]
+    out = out[:, p:p + ny, p:p + nx].astype(np.float64)  # the window only
     return out[0], (out[1:] if der is not None else None)
 
 

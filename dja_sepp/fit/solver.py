@@ -93,7 +93,7 @@ class _Problem:
         """Unit-flux images (m*c, npix) and d/dtheta (m, c, p, npix)."""
         npix = band.data.size
         tmpl = np.empty((self.m * self.c, npix))
-        dtmpl = np.zeros((self.m, self.c, self.p, npix)) if derivatives else None
+        dtmpl = np.empty((self.m, self.c, self.p, npix)) if derivatives else None  # all filled below
         for i in range(self.m):
             for k, comp in enumerate(self.model.components):
                 g, dg = component_geometry(self.model, comp, th[i])
