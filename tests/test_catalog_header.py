@@ -97,3 +97,22 @@ def test_no_words_that_assume_the_project_history():
     for name, text in texts.items():
         for word in ("predecessor", "seed_models", "issue's target"):
             assert word not in text.lower(), (name, word)
+
+
+def test_rendering_a_catalog_read_from_fits_is_silent(tiny_run, tmp_path):
+    """FITS reads NaN as masked entries; rendering them used to warn once per row
+    ('converting a masked element to nan', fit/catalog.py) on every clean run."""
+    import warnings
+
+    import numpy as np
+    from dja_sepp.mosaic import build_mosaics
+    from dja_sepp.pipeline.driver import rebuild_grid
+    _, cfg, fld, grid = rebuild_grid(tiny_run.run_dir)
+    cat = Table.read(tiny_run.catalog_path)
+    cat["FLUX_MODEL_F444W"][0] = np.nan     # a row without a flux in one band
+    cat.write(tmp_path / "nan.fits")
+    cat = Table.read(tmp_path / "nan.fits")
+    assert cat.has_masked_values
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_mosaics(str(tmp_path), fld, grid, cat, cfg["run"]["psf_files"], cfg["fit"]["models"][0])

@@ -13,7 +13,8 @@ def _run_cli(tmp_path, *extra):
             "--out", str(tmp_path / "run"), "--workers", "1", "--tile-size", "6.4",
             "--overlap", "2", *psf_args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    return proc, (proc.stdout + proc.stderr).splitlines()
+    # lines as a terminal shows them: the progress bar redraws one line with "\r"
+    return proc, (proc.stdout + proc.stderr).rstrip("\n").split("\n")
 
 
 def test_clean_run_console_is_short(tmp_path):
@@ -22,9 +23,10 @@ def test_clean_run_console_is_short(tmp_path):
     assert proc.returncode == 0, text
     # the tiles and the mosaic share one cluster: one dashboard link
     assert sum("dashboard" in line for line in lines) == 1, text
-    assert not [line for line in lines if "distributed." in line], text
+    # (a WARNING, e.g. a worker slow to stop on a busy machine, is still shown)
+    assert not [line for line in lines if "distributed." in line and " INFO " in line], text
     assert not [line for line in lines if "Warning" in line or "warnings.warn" in line], text
-    assert len(lines) <= 25, text
+    assert len(lines) <= 25, text     # 52 before issue 17 (47 of them distributed INFO); 7 now
     assert any("catalog" in line for line in lines), text
 
 

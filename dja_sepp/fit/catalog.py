@@ -294,6 +294,18 @@ def _components(row, mdef: ModelDefinition, band: str):
     return out
 
 
+def _nan_for_masked(catalog: Table) -> Table:
+    """Masked float entries as NaN: a catalog read from FITS masks its NaN,
+    and ``float()`` of a masked entry warns once per row."""
+    if not catalog.has_masked_values:
+        return catalog
+    out = catalog.copy(copy_data=False)
+    for name in out.colnames:
+        if out[name].dtype.kind == "f" and hasattr(out[name], "filled"):
+            out[name] = out[name].filled(np.nan)
+    return out
+
+
 def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
                    psf_radius: int = 150) -> np.ndarray:
     """PSF-convolved models of all ``catalog`` rows on ``grid`` (float32).
@@ -305,7 +317,7 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
     psf = grid.psf.stamp(oversampling=1)
     pad = int(min(psf_radius, psf.shape[0] // 2))
     ny, nx = grid.shape
-    for row in catalog:
+    for row in _nan_for_masked(catalog):
         ra, dec = float(row["RA_MODEL"]), float(row["DEC_MODEL"])
         if not (np.isfinite(ra) and np.isfinite(dec)):
             continue
