@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
 
-from dja_sepp.detect import detect_sources
-from dja_sepp.fit.base import BandCutout, get_engine
 from dja_sepp.fit.flags import FitFlag
 from dja_sepp.psf.base import ImagePSF
+from singleband import fit_image
 
 pyimfit = pytest.importorskip("pyimfit")
 
@@ -66,18 +64,10 @@ def imfit_fit(image):
 def _fit_ours(img, mask, var, model: str, near: tuple[float, float]):
     """Our fit of ``model`` on the whole image (no PSF, imfit's variance):
     the catalog row of the source nearest ``near`` (0-based x, y)."""
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval, wcs.wcs.crpix = [149.804, 54.758], [75.0, 100.0]
-    wcs.wcs.cdelt = [-SCALE / 3600, SCALE / 3600]
-    wht = np.where(mask, 0.0, 1.0 / var).astype(np.float32)
     delta = ImagePSF(np.pad(np.ones((1, 1)), 2), SCALE, band="r")   # imfit's examples have no PSF
-    band = BandCutout("r", img.astype(np.float32), wht, wcs, pixel_scale=SCALE, psf=delta,
-                      wavelength=0.62)
-    det = BandCutout("DETECTION", img.astype(np.float32), wht, wcs, pixel_scale=SCALE)
-    sources, det.segmap = detect_sources(det, {"thresh": 5.0, "deblend_cont": 1.0, "back_size": 256})
-    sources["IN_CORE"] = np.ones(len(sources), bool)
-    table = get_engine("builtin").fit(sources, det, [band], model, {"window_min": 400, "passes": 1})
+    sources, table = fit_image(img, np.where(mask, 0.0, 1.0 / var), model, scale=SCALE,
+                               crval=(149.804, 54.758), crpix=(75.0, 100.0), band="r", psf=delta,
+                               wavelength=0.62)
     return table[np.argmin(np.hypot(sources["x"] - near[0], sources["y"] - near[1]))]
 
 

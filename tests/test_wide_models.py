@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from astropy.wcs import WCS
 
-from dja_sepp.detect import detect_sources
-from dja_sepp.fit.base import BandCutout, get_engine
 from dja_sepp.fit.flags import FitFlag
 from dja_sepp.psf.base import ImagePSF
+from singleband import fit_image
 
 galsim = pytest.importorskip("galsim")
 
@@ -40,18 +38,9 @@ def _galaxy(n_b, r_b, r_d, bt, q_b=0.85, q_d=0.5, flux=2e5, seed=1):
 
 
 def _fit(img, var, model):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval, wcs.wcs.crpix = [150.1, 2.2], [SIZE / 2, SIZE / 2]
-    wcs.wcs.cdelt = [-SCALE / 3600, SCALE / 3600]
-    wht = (1.0 / var).astype(np.float32)
     psf = ImagePSF(PSF.drawImage(nx=25, ny=25, scale=SCALE).array, SCALE, band="F444W")
-    band = BandCutout("F444W", img.astype(np.float32), wht, wcs, pixel_scale=SCALE, psf=psf,
-                      wavelength=4.4)
-    det = BandCutout("DETECTION", img.astype(np.float32), wht, wcs, pixel_scale=SCALE)
-    sources, det.segmap = detect_sources(det, {"thresh": 5.0, "deblend_cont": 1.0, "back_size": 256})
-    sources["IN_CORE"] = np.ones(len(sources), bool)
-    table = get_engine("builtin").fit(sources, det, [band], model, {"window_min": 400, "passes": 1})
+    sources, table = fit_image(img, 1.0 / var, model, scale=SCALE, crval=(150.1, 2.2),
+                               crpix=(SIZE / 2, SIZE / 2), band="F444W", psf=psf, wavelength=4.4)
     return table[int(np.nanargmax(np.asarray(sources["FLUX_AUTO"], float)))]
 
 
