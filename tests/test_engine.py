@@ -252,3 +252,23 @@ def test_second_pass_refits_where_a_neighbour_was_unmasked(cfg, monkeypatch):
     for band in BANDS:
         assert default[f"FLUX_MODEL_{band}"][bright] == pytest.approx(full[f"FLUX_MODEL_{band}"][bright],
                                                                        rel=1e-9)
+
+
+def test_a_row_with_a_flux_but_no_shape_is_not_drawn(cfg):
+    """Rendering (neighbour subtraction, mosaics) skips a galaxy row whose
+    shape is NaN instead of failing the whole chunk on it."""
+    rng = np.random.default_rng(5)
+    truth = galaxy_grid(rng, 1, 2, 64, BANDS, flux_range=(300.0, 400.0))
+    scene = make_scene(truth, (64, 128), {b: 1 for b in BANDS}, sigma=0.02, seed=6)
+    fits, found = _fit(scene, cfg)
+    assert found.all()
+    engine = get_engine("builtin")
+    grid = scene.bands[0]
+    one = engine.render(fits[:1], grid, "sersic_rg4")
+    broken = fits.copy()
+    for col in ("ANGLE_WORLD", "ANGLE", "SERSIC"):
+        if col in broken.colnames:
+            broken[col][1] = np.nan
+    both = engine.render(broken, grid, "sersic_rg4")
+    assert np.isfinite(both).all() and one.sum() > 0
+    np.testing.assert_allclose(both, one, atol=1e-6 * one.max())

@@ -321,7 +321,10 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
         ra, dec = float(row["RA_MODEL"]), float(row["DEC_MODEL"])
         if not (np.isfinite(ra) and np.isfinite(dec)):
             continue
-        comps = [c for c in _components(row, mdef, grid.band) if np.isfinite(c[5]) and c[5] != 0]
+        # a galaxy component needs its whole shape (a row whose fit failed
+        # part-way can keep a flux with NaN shape): nothing to draw otherwise
+        comps = [c for c in _components(row, mdef, grid.band) if np.isfinite(c[5]) and c[5] != 0
+                 and (c[0] == "point" or np.all(np.isfinite(c[1:5])))]
         if not comps:
             continue
         p0, a = _sky_affine(grid.wcs, ra, dec)
