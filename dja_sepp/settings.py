@@ -153,7 +153,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 _OPEN_SECTIONS = {("psf", "files"), ("cluster", "ec2"), ("cluster", "slurm"),
                   ("cluster", "pbs"), ("cluster", "worker_env"),
                   ("debug", "sleep"), ("debug", "needs_resource"),
-                  ("cluster", "escalate_resources")}
+                  ("cluster", "escalate_resources"), ("report", "field_limits")}
 
 
 def _merge(base: dict, update: Mapping, origin: str, path: tuple = (),
