@@ -25,6 +25,7 @@ from ..fit.base import BandCutout, get_engine
 from ..fit.flags import FitFlag
 from ..io.field import Field
 from ..io.store import RunStore
+from ..sizing.probe import probe
 from ..tiling import Tile
 
 __all__ = ["process_tile", "tile_input_hash", "catalog_name", "rejected_name", "blank_reason"]
@@ -89,7 +90,9 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
     dict
         The status written to ``tiles/{tile_id}/status.json``: ``state``
         (``ok``/``failed``), ``reason``, ``traceback``, ``timings`` (s),
-        ``n_sources``, ``dropped_bands``, ``input_hash``, versions.
+        ``n_sources``, ``n_bands``, ``dropped_bands``, ``input_hash``, versions,
+        ``resources`` (``cpu_s``, ``wall_s``, ``rss_before_mb``,
+        ``peak_rss_mb``: :func:`dja_sepp.sizing.probe.probe`).
     """
     from ..settings import use_model_dirs
     use_model_dirs(config["fit"].get("model_dirs"))  # this worker finds the run's own models
@@ -103,14 +106,17 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
         "host": platform.node(), "started": time.time(),
     }
     start = time.perf_counter()
-    _mark_running(store, tile)
-    try:
-        _run_tile(tile, field, config, store, psf_paths, timings, status)
-        status["state"] = "ok"
-    except Exception as exc:  # recorded, never lost: the driver decides what next
-        status["reason"] = f"{type(exc).__name__}: {exc}"
-        status["traceback"] = traceback.format_exc()
+    # core-s of this task's thread, wall and peak memory (dja-sepp size fits its cost model on them)
+    with probe() as resources:
+        _mark_running(store, tile)
+        try:
+            _run_tile(tile, field, config, store, psf_paths, timings, status)
+            status["state"] = "ok"
+        except Exception as exc:  # recorded, never lost: the driver decides what next
+            status["reason"] = f"{type(exc).__name__}: {exc}"
+            status["traceback"] = traceback.format_exc()
     timings["total"] = time.perf_counter() - start
+    status["resources"] = resources
     store.write_json(f"tiles/{tile.id}/status.json", status)
     return status
 
@@ -173,6 +179,7 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
                 raise ValueError(f"band {name}: no PSF given or built")
             bands.append(cut)
     status["dropped_bands"] = dropped
+    status["n_bands"] = len(bands)
     with _timed(timings, "noise"):
         noise = {"DETECTION": float(sources.meta.get("NOISECOR", 1.0))}
         if config["detection"].get("noise_correlation", True):
