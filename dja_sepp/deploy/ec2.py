@@ -34,7 +34,7 @@ __all__ = ["ec2_options", "ensure_security_group", "ec2_cluster", "start_within"
 DEFAULTS: dict[str, Any] = {
     "region": None, "ami": None, "docker_image": None, "vpc": None, "subnet_id": None,
     "worker_instance_type": "c7i.4xlarge", "scheduler_instance_type": "t3.large",
-    "worker_nthreads": 16, "worker_memory": "auto", "filesystem_size": 60, "key_name": None,
+    "worker_nthreads": 16, "workers_per_instance": 1, "worker_memory": "auto", "filesystem_size": 60, "key_name": None,
     "iam_instance_profile": None, "allowed_cidr": None, "security_group": None,
     "use_private_ip": False, "tls": False, "minimum": 0, "maximum": 8, "startup_timeout": 900,
     "bootstrap": True, "endpoint_url": None,
@@ -67,7 +67,12 @@ def _check_cidr(cidr: str | None) -> None:
 
 
 def ec2_options(settings: Mapping[str, Any], security_group: str, run_id: str) -> dict:
-    """Keyword arguments of ``EC2Cluster`` for our settings."""
+    """Keyword arguments of ``EC2Cluster`` for our settings.
+
+    ``workers_per_instance`` > 1 starts that many worker processes of
+    ``worker_nthreads`` threads and ``worker_memory`` each on every instance
+    (through :mod:`dja_sepp.deploy.ec2_worker`); 1 (the default) starts one.
+    """
     s = _settings({**settings, "security_group": security_group})
     opts = {
         "region": s["region"], "ami": s["ami"], "docker_image": s["docker_image"],
@@ -81,6 +86,9 @@ def ec2_options(settings: Mapping[str, Any], security_group: str, run_id: str) -
         "env_vars": dict(THREAD_ENV), "instance_tags": {TAG: run_id}, "volume_tags": {TAG: run_id},
         "auto_shutdown": True, "debug": False,
     }
+    if int(s["workers_per_instance"]) > 1:  # several worker processes per instance
+        opts["worker_module"] = "dja_sepp.deploy.ec2_worker"
+        opts["worker_options"] = {"nworkers": int(s["workers_per_instance"]), **opts["worker_options"]}
     return {k: v for k, v in opts.items() if v is not None}
 
 
