@@ -7,7 +7,10 @@ The public API is small:
   astropy Table (``result.catalog``) and ``result.summary()``;
 - :class:`Field` / :func:`load_field` read DJA mosaics by window;
 - :func:`make_tiles` cuts a field into tiles;
-- :func:`load_config` resolves a run configuration.
+- :func:`load_config` resolves a run configuration;
+- :func:`report` cross-matches a run with the DJA catalogs, flags every row
+  and writes the morpho-phot table, figures and an HTML page
+  (:mod:`dja_sepp.reporting`).
 
 The names are imported on first use, so ``dja-sepp --help`` and
 ``--version`` do not wait for astropy and Dask.
@@ -20,10 +23,10 @@ __version__ = "0.1.0"
 
 _WHERE = {"run": ".pipeline", "RunResult": ".pipeline", "Field": ".io.field",
           "load_field": ".io.field", "load_config": ".settings", "make_tiles": ".tiling",
-          "TileGrid": ".tiling"}
+          "TileGrid": ".tiling", "report": ".reporting", "ReportResult": ".reporting"}
 
 __all__ = ["__version__", "run", "RunResult", "Field", "load_field", "make_tiles", "TileGrid",
-           "load_config"]
+           "load_config", "report", "ReportResult"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Command line: ``dja-sepp demo | run | tiles | psf | merge | mosaic | config``.
+"""Command line: ``dja-sepp demo | run | tiles | psf | merge | mosaic | report | config``.
 
 Bad input ends with a one-line reason on stderr and exit status 2; a run
 whose tiles did not all succeed ends with status 1 after merging and
@@ -73,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mosaic", help="render the model and residual mosaics of a run")
     p.add_argument("run_dir", help="run directory (path or s3:// URL) holding run.yaml")
+    _storage_arg(p)
+
+    p = sub.add_parser("report", help="DJA cross-match, flags, morpho-phot table, figures, HTML")
+    p.add_argument("run_dir", help="run directory (path or s3:// URL) holding run.yaml")
+    p.add_argument("--dja-catalog", metavar="PHOT",
+                   help="DJA photometric catalog ({field}-fix_phot_apcorr.fits, path or URL); "
+                        "without it the report uses our catalog alone")
+    p.add_argument("--zout", metavar="ZOUT", help="DJA photo-z table of the field (z_phot, mass, "
+                                                  "restU/V/J), joined on id")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: RUN_DIR/report)")
+    p.add_argument("--config", help="configuration YAML whose report: section replaces the run's")
+    p.add_argument("--match-radius", type=_positive_float, metavar="ARCSEC",
+                   help="one-to-one match radius (default: report.match_radius, 0.3)")
+    p.add_argument("--mag-limit", type=_finite, metavar="MAG",
+                   help="F277W limit of flag 3 for this field (default: report.field_limits)")
     _storage_arg(p)
 
     p = sub.add_parser("config", help="configuration files")
@@ -296,6 +311,16 @@ def cmd_mosaic(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .reporting import report
+    overrides = {"report__match_radius": args.match_radius, "report__mag_limit": args.mag_limit}
+    result = report(args.run_dir, dja_catalog=args.dja_catalog, zout=args.zout, out=args.out,
+                    config=args.config, storage_options=_storage_options(args),
+                    **{k: v for k, v in overrides.items() if v is not None})
+    print(result.summary())
+    return EXIT_OK
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from .settings import config_dir, init_config_dir
     if args.config_command == "init":
@@ -306,7 +331,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf, "merge": cmd_merge, "mosaic": cmd_mosaic, "config": cmd_config}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf, "merge": cmd_merge,
+            "mosaic": cmd_mosaic, "report": cmd_report, "config": cmd_config}
 
 
 def quiet_libraries(verbose: bool = False) -> None:

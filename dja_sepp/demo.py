@@ -4,7 +4,8 @@ The simulated field (GalSim, :mod:`dja_sepp.sim`) is written as DJA-named
 FITS files in ``OUT/images``, its truth in ``OUT/truth.fits``, and the run in
 ``OUT/run``. The tiling is 2 x 2 (or 3 x 3 for larger fields) and the
 simulator places galaxies exactly on core borders and corners, so the demo
-shows ownership and merging at work.
+shows ownership and merging at work. The demo ends with the report
+(:mod:`dja_sepp.reporting`) against DJA-format catalogs made from the truth.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Sequence
 from .pipeline import RunResult, run
 from .tiling import grid_geometry
 
-__all__ = ["run_demo", "demo_tiling", "border_positions"]
+__all__ = ["run_demo", "demo_report", "demo_tiling", "border_positions"]
 
 DET_SCALE = 0.04  # arcsec, DJA long-wave / detection grid
 ALIGN = 64
@@ -48,7 +49,8 @@ def border_positions(size: float) -> list[tuple[float, float]]:
 
 def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: int = 1,
              workers: int | None = None, models: Sequence[str] | None = None,
-             psf: str = "truth", progress: bool = True, **overrides) -> RunResult:
+             psf: str = "truth", progress: bool = True, with_report: bool = True,
+             **overrides) -> RunResult:
     """Simulate a field into ``out/images`` and run the pipeline into ``out/run``.
 
     Parameters
@@ -56,6 +58,9 @@ def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: i
     psf : {"truth", "build"}
         Use the simulator's true PSFs (default), or build them from the
         field's stars with the PSF step (needs :mod:`dja_sepp.psf` builders).
+    with_report : bool
+        End with :func:`demo_report`: DJA-format catalogs from the truth and
+        the report (``out/run/report/index.html``).
     """
     from .sim import simulate_field
     out = Path(out)
@@ -73,4 +78,20 @@ def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: i
                  progress=progress, **overrides)
     print(f"dja-sepp demo: images {images}\n  truth {out / 'truth.fits'}\n"
           f"  run {out / 'run'} (catalog {result.catalog_path})", file=sys.stderr)
+    if with_report and result.catalog_path:
+        demo_report(out, result.run_dir, sim.truth_path, sim.bands, seed)
     return result
+
+
+def demo_report(out: Path, run_dir: str, truth_path, bands, seed: int = 1):
+    """DJA-format catalogs written from the truth (made-up photo-z and
+    rest-frame colours, :mod:`dja_sepp.sim.dja`) into ``out/dja``, then the
+    report of the run (``run_dir/report/index.html``)."""
+    from .reporting import report
+    from .sim.dja import write_dja_catalogs
+    phot, zout = write_dja_catalogs(truth_path, Path(out) / "dja", "demo", bands=list(bands),
+                                    seed=seed)
+    rep = report(str(run_dir), str(phot), str(zout))
+    print(f"dja-sepp demo: report {rep.index} (DJA-format catalogs made from the truth: "
+          f"{phot.parent})", file=sys.stderr)
+    return rep
