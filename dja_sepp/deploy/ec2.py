@@ -12,11 +12,12 @@ What we add to ``dask_cloudprovider.aws.EC2Cluster``:
 - teardown on every exit path: the cluster, any instance tagged with this
   run's id, and the security group we made.
 
-TLS: dask-cloudprovider's ``security=True`` writes temporary certificates
-into the instances' user-data, which with our bootstrap exceeds EC2's 16 KB
-user-data limit. We therefore default to ``tls: false`` and rely on the
-security group (ports open to one address only); set ``use_private_ip: true``
-and run the driver inside the VPC to keep all traffic private.
+Traffic: by default (``use_private_ip: true``) the driver runs inside the
+VPC and talks to the scheduler on its private address, so nothing crosses
+the internet. dask-cloudprovider's ``security=True`` (``tls: true``) writes
+temporary certificates into the instances' user-data, which with our
+bootstrap can exceed EC2's 16 KB user-data limit; public addresses without
+TLS are refused.
 """
 from __future__ import annotations
 
@@ -25,20 +26,14 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
+from ..settings import default_config
 from .env import THREAD_ENV
 
 __all__ = ["ec2_options", "ensure_security_group", "ec2_cluster", "start_within",
            "terminate_tagged", "DEFAULTS"]
 
-#: Settings of ``cluster.ec2`` and their defaults.
-DEFAULTS: dict[str, Any] = {
-    "region": None, "ami": None, "docker_image": None, "vpc": None, "subnet_id": None,
-    "worker_instance_type": "c7i.4xlarge", "scheduler_instance_type": "t3.large",
-    "worker_nthreads": 16, "workers_per_instance": 1, "worker_memory": "auto", "filesystem_size": 60, "key_name": None,
-    "iam_instance_profile": None, "allowed_cidr": None, "security_group": None,
-    "use_private_ip": False, "tls": False, "minimum": 0, "maximum": 8, "startup_timeout": 900,
-    "bootstrap": True, "endpoint_url": None,
-}
+#: Settings of ``cluster.ec2`` and their defaults (``config/defaults.yaml``).
+DEFAULTS: dict[str, Any] = default_config()["cluster"]["ec2"]
 PORTS = (8786, 8787)   # scheduler, dashboard
 TAG = "dja-sepp-run"
 
@@ -52,6 +47,10 @@ def _settings(settings: Mapping[str, Any]) -> dict:
         raise ValueError("cluster.ec2: give an ami with dja_sepp installed or a docker_image")
     if not s["security_group"]:
         _check_cidr(s["allowed_cidr"])
+    if not s["use_private_ip"] and not s["tls"]:
+        raise ValueError("cluster.ec2: use_private_ip: false with tls: false would send task arguments "
+                         "(storage_options included) over the internet in clear; run the driver inside "
+                         "the VPC (use_private_ip: true) or set tls: true")
     if int(s["maximum"]) < int(s["minimum"]) or int(s["maximum"]) < 1:
         raise ValueError("cluster.ec2: maximum must be >= minimum and >= 1 (a hard ceiling)")
     return s

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from ..settings import default_config
 from .env import THREAD_ENV
 
 __all__ = ["jobqueue_cluster", "jobqueue_options"]
 
-#: Settings of ``cluster.slurm`` / ``cluster.pbs`` and their defaults.
-DEFAULTS = {"cores": 8, "memory": "32GB", "walltime": "02:00:00", "queue": None, "account": None,
-            "minimum_jobs": 0, "maximum_jobs": 4, "job_extra_directives": [], "interface": None,
-            "local_directory": None, "log_directory": None, "python": None, "scheduler_host": None,
-            "tls": True, "tls_directory": "~/.cache/dja_sepp/tls"}
+#: Settings of ``cluster.slurm`` / ``cluster.pbs`` and their defaults
+#: (``config/defaults.yaml``; the two sections hold the same keys).
+DEFAULTS: dict[str, Any] = default_config()["cluster"]["slurm"]
 
 
 def jobqueue_options(kind: str, settings: Mapping[str, Any]) -> dict:

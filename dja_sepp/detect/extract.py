@@ -18,7 +18,7 @@ import sep
 from astropy.table import Table
 from scipy import ndimage
 
-from ..fit.base import BandCutout
+from ..io.cutout import BandCutout
 from .cleaning import DetectionFlag, apply_merges, cleaning_merges, core_counts
 from ..settings import default_config
 from .noise import noise_correlation

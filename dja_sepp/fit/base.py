@@ -20,65 +20,14 @@ from __future__ import annotations
 
 import abc
 import importlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from astropy.table import Table
-from astropy.wcs import WCS
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..psf.base import PSF
+from ..io.cutout import BandCutout  # re-exported: made by io, consumed by every engine
 
-__all__ = ["BandCutout", "Engine", "get_engine", "ENGINES"]
-
-
-@dataclass
-class BandCutout:
-    """One band's pixels over one tile window (core + halo).
-
-    Attributes
-    ----------
-    band : str
-        Upper-case band name, e.g. ``"F200W"``; ``"DETECTION"`` for the
-        detection image.
-    sci : ndarray
-        Science pixels (float32), shape ``(ny, nx)``.
-    wht : ndarray
-        Inverse-variance weight, same shape; 0 where there is no data.
-    wcs : astropy.wcs.WCS
-        Celestial WCS of the cutout: pixel (0, 0) is ``sci[0, 0]``.
-    origin : tuple of int
-        ``(y0, x0)``: 0-based position of ``sci[0, 0]`` in the full mosaic.
-    pixel_scale : float
-        Arcsec per pixel.
-    zeropoint : float
-        AB zero point of the pixel unit.
-    psf : PSF or None
-        PSF of the band (sampled on this band's pixels, see
-        :class:`dja_sepp.psf.base.PSF`).
-    wavelength : float or None
-        Pivot wavelength in micron (used by wavelength-dependent priors).
-    segmap : ndarray or None
-        Detection cutouts only: sep segmentation map (0 = sky, k = source with
-        ``SEGMENT_ID == k``).
-    """
-
-    band: str
-    sci: np.ndarray
-    wht: np.ndarray
-    wcs: WCS
-    origin: tuple[int, int] = (0, 0)
-    pixel_scale: float = 0.04
-    zeropoint: float = 28.9
-    psf: "PSF | None" = None
-    wavelength: float | None = None
-    segmap: np.ndarray | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.sci.shape)  # type: ignore[return-value]
+__all__ = ["BandCutout", "Engine", "get_engine", "ENGINES", "engine_for", "check_engines"]
 
 
 class Engine(abc.ABC):
@@ -140,6 +89,7 @@ class Engine(abc.ABC):
 #: nothing when unused.
 ENGINES: dict[str, str] = {
     "builtin": "dja_sepp.fit.engine:BuiltinEngine",
+    "sourcextractor++": "dja_sepp.fit.sepp:SeppEngine",
 }
 
 
@@ -154,3 +104,24 @@ def get_engine(name: str = "builtin", **kwargs: Any) -> Engine:
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**kwargs)
+
+
+def engine_for(fit: Mapping[str, Any], model: str) -> str:
+    """The engine that fits ``model``: ``fit.model_engines[model]``, else ``fit.engine``."""
+    return str((fit.get("model_engines") or {}).get(model) or fit.get("engine") or "builtin")
+
+
+def check_engines(fit: Mapping[str, Any]) -> None:
+    """Fail before any tile work when an engine of the run cannot run here.
+
+    Raises
+    ------
+    ValueError
+        An unknown engine, or one whose executable is missing (its message
+        names it, e.g. ``sourcextractor++``).
+    """
+    for name in sorted({engine_for(fit, m) for m in fit.get("models") or []} | {engine_for(fit, "")}):
+        engine = get_engine(name)
+        check = getattr(engine, "check_available", None)
+        if check is not None:
+            check(fit)

@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from ..fit.base import BandCutout
+from .cutout import BandCutout
 from .cache import InputError, is_remote, local_fits
 
 __all__ = ["Image", "Field", "load_field", "InputError", "find_dja_files"]

@@ -284,11 +284,10 @@ def _fits_bytes(psf: ImagePSF) -> bytes:
 def _summary_png(psfs: Mapping[str, ImagePSF], stars: Table) -> bytes:
     """PSF images, per-band encircled energy (measured curve of growth,
     wing model, the stamp's share) and the stellar locus."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
     n = len(psfs)
-    fig, axes = plt.subplots(2, n + 1, figsize=(3 * (n + 1), 6), squeeze=False)
+    fig = Figure(figsize=(3 * (n + 1), 6))
+    axes = fig.subplots(2, n + 1, squeeze=False)
     radii = np.arange(1, 25)
     for k, (band, psf) in enumerate(psfs.items()):
         axes[0, k].imshow(np.log10(np.clip(psf.data, 1e-6, None)), origin="lower", cmap="magma")
@@ -307,7 +306,6 @@ def _summary_png(psfs: Mapping[str, ImagePSF], stars: Table) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
     return buf.getvalue()
 
 

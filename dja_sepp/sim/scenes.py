@@ -8,7 +8,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..bands import pivot_wavelength
-from ..fit.base import BandCutout
+from ..io.cutout import BandCutout
 from ..psf.base import ImagePSF
 from .field import field_wcs, render_sources
 from .psf import psf_image, psf_model
