@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     _field_args(p, required=False)
     p.add_argument("--out", help="run directory (path or s3:// URL)")
     p.add_argument("--model", action="append", dest="models", metavar="NAME", help=_model_help())
+    p.add_argument("--engine", choices=("builtin", "sourcextractor++"),
+                   help="fitting engine (default: fit.engine of the configuration, builtin); "
+                        "sourcextractor++ needs that executable on PATH")
     p.add_argument("--workers", type=_positive_int, help="local worker processes (default: one per core)")
     p.add_argument("--cluster", type=_cluster_arg,
                    help="cluster kind (local, slurm, pbs, ec2: settings from the configuration) "
@@ -203,7 +206,8 @@ def _cluster_arg(text: str) -> str:
 def _overrides(args: argparse.Namespace) -> dict:
     out = {"field__name": getattr(args, "field", None),
            "tiling__tile_size": getattr(args, "tile_size", None),
-           "tiling__overlap": getattr(args, "overlap", None)}
+           "tiling__overlap": getattr(args, "overlap", None),
+           "fit__engine": getattr(args, "engine", None)}
     if getattr(args, "bands", None):
         out["field__bands"] = [b.strip().upper() for b in args.bands.split(",")]
     if getattr(args, "workers", None) is not None:
@@ -217,7 +221,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 # its own run.yaml) refuses them rather than ignoring them.
 _RESULT_OPTIONS = {"images": "--images", "out": "--out", "field": "--field", "bands": "--bands",
                    "config": "--config", "tile_size": "--tile-size", "overlap": "--overlap",
-                   "models": "--model", "psf": "--psf"}
+                   "models": "--model", "psf": "--psf", "engine": "--engine"}
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from ..io.field import Field
 from ..io.fingerprint import inputs_key
 from ..io.preflight import check_images, check_psfs
 from ..io.store import RunStore
+from ..fit.base import check_engines, engine_for
 from ..merge import MergeStats, describe_catalog, merge_catalogs
 from ..settings import config_hash, dump_config, load_config, model_path
 from ..tiling import TileGrid, make_tiles
@@ -385,7 +386,7 @@ def _describe(cat: Table, cfg: Mapping[str, Any], model: str) -> None:
     info = {"CREATOR": (f"dja-sepp {__version__}", "software that made this file"),
             "SWVERSN": (__version__, "dja-sepp version"),
             "DATE": (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), "UTC creation time"),
-            "ENGINE": (cfg["fit"]["engine"], "fitting engine"),
+            "ENGINE": (engine_for(cfg["fit"], model), "fitting engine"),
             "MODEL": (model, "model of the fit columns"),
             "CFGHASH": (config_hash(cfg), "hash of run.yaml's result settings")}
     describe_catalog(cat, list(record.get("bands") or []), record.get("units") or {},
@@ -407,6 +408,7 @@ def _merge_rejected(store: RunStore, grid: TileGrid, tiles, name: str, model: st
 def _check_models(cfg: Mapping[str, Any]) -> None:
     for model in cfg["fit"]["models"]:  # fail before any work on an unknown model
         model_path(model)
+    check_engines(cfg["fit"])  # e.g. sourcextractor++ not on PATH: said before any tile work
 
 
 def _given_psfs(cfg: Mapping[str, Any], psfs: Mapping[str, str] | None) -> dict[str, str]:
@@ -483,7 +485,7 @@ def _mosaics(store: RunStore, cfg: Mapping[str, Any], fld: Field, grid: TileGrid
     catalog = store.read_table(f"{catalog_name(model, True)}.fits")
     with client_for(cluster, cfg) as client:
         url = build_mosaics(store.root, fld, grid, catalog, cfg["run"]["psf_files"], model,
-                            engine=cfg["fit"]["engine"], client=client, storage_options=storage_options,
+                            engine=engine_for(cfg["fit"], model), client=client, storage_options=storage_options,
                             model_dirs=tuple(cfg["fit"].get("model_dirs") or ()))
     quicklook(url, store, list(fld.bands), storage_options)
     return url

@@ -21,7 +21,7 @@ import numpy as np
 from astropy.table import Table, hstack, vstack
 
 from .. import __version__
-from ..fit.base import BandCutout, get_engine
+from ..fit.base import BandCutout, engine_for, get_engine
 from ..fit.flags import FitFlag
 from ..io.field import Field
 from ..io.store import RunStore
@@ -190,12 +190,12 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
     if debug_sleep:  # test hook: simulate a stalled tile (see tests of timeouts)
         time.sleep(debug_sleep)
     _debug_memory_hog(tile, config)
-    engine = get_engine(config["fit"]["engine"])
     models = list(config["fit"]["models"])
     for i, model in enumerate(models):
         with _timed(timings, "fit"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
+                engine = get_engine(engine_for(config["fit"], model))  # per model (fit.model_engines)
                 fitted = engine.fit(sources, det, bands, model, options=config["fit"])
         with _timed(timings, "write"):
             _scale_flux_errors(fitted, noise)
