@@ -78,7 +78,7 @@ def find_executable(options: Mapping[str, Any] | None = None) -> str:
     if path is None:
         raise SeppUnavailable(
             f"fit.engine sourcextractor++ needs the executable {name!r}, which is not on PATH: install "
-            f"it (conda install -c conda-forge sourcextractor++, see examples/worker_image.md) on the "
+            f"it (conda install -c conda-forge -c astrorama sourcextractor, see examples/worker_image.md) on the "
             f"driver and every worker, set fit.sepp.executable to its path, or use fit.engine: builtin")
     return path
 
