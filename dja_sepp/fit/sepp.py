@@ -229,13 +229,18 @@ def prepare_inputs(folder: Path, sources: Table, rows: np.ndarray, detection: Ba
 
 # -- running ------------------------------------------------------------------
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its reaped children (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(float(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+def _cpu_seconds(pgid: int) -> float:
+    """CPU time of every process of a process group (SE++ and anything it
+    started; reaped children included). Linux /proc; 0 elsewhere."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 14 and fields[2] == str(pgid):
+            total += sum(float(v) for v in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
 
 
 def run_sepp(cmd: Sequence[str], folder: Path, sopts: Mapping[str, Any]) -> float:
