@@ -76,8 +76,9 @@ def render_core(url: str, tile: Tile, image: Image, catalog: Table, psf_path: st
     from .settings import use_model_dirs
     use_model_dirs(model_dirs)
     window = tile.core_on(image.factor)
-    cut: BandCutout = image.cutout(window, psf=load_psf(psf_path, band=image.band,
-                                                        pixel_scale=image.pixel_scale))
+    psf = load_psf(psf_path, band=image.band, pixel_scale=image.pixel_scale,
+                   storage_options=image.storage_options)
+    cut: BandCutout = image.cutout(window, psf=psf)
     rows = _sources_near(catalog, image, window)
     model_img = get_engine(engine).render(rows, cut, model) if len(rows) else \
         np.zeros(cut.sci.shape, np.float32)
@@ -105,7 +106,8 @@ def build_mosaics(root: str, field: Field, grid: TileGrid, catalog: Table,
             render_core(url, tile, image, catalog, psf_paths[image.band], model, engine,
                         storage_options, model_dirs)
         return url
-    from distributed import wait
+    from distributed import as_completed
+    from .progress import bar
     cat = client.scatter(catalog, broadcast=True, hash=False)
     token = uuid.uuid4().hex[:8]   # never reuse a key an earlier run may still hold
     futures = [client.submit(render_core, url, tile, image, cat, psf_paths[image.band], model,
@@ -113,7 +115,10 @@ def build_mosaics(root: str, field: Field, grid: TileGrid, catalog: Table,
                              key=f"mosaic-{tile.id}-{image.band}-{token}",
                              pure=False)
                for tile, image in jobs]
-    wait(futures)
+    # one chunk = one tile core of one band (shown when dja_sepp.progress.shown is on)
+    with bar(total=len(futures), desc="mosaic", unit="chunk") as chunks:
+        for _ in as_completed(futures):
+            chunks.update(1)
     errors = [f for f in futures if f.status != "finished"]
     if errors:
         raise RuntimeError(f"{url}: {len(errors)} mosaic chunk(s) failed, first: {errors[0].exception()!r}")

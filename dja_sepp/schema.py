@@ -73,6 +73,7 @@ SPECS: dict[str, Spec] = {
     "field.name": Spec("str", nullable=True),
     "field.bands": Spec("list", nullable=True, items="str"),
     "field.cache_dir": Spec("str", nullable=True),
+    "field.storage_options": Spec("map"),
     "tiling.tile_size": _n(0, positive=True),
     "tiling.overlap": _n(0),
     "tiling.align": _i(1),

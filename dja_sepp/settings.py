@@ -150,7 +150,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 # Sections whose keys are free-form (user data, not settings).
-_OPEN_SECTIONS = {("psf", "files"), ("cluster", "worker_env"),
+_OPEN_SECTIONS = {("psf", "files"), ("field", "storage_options"), ("cluster", "worker_env"),
                   ("debug", "sleep"), ("debug", "needs_resource"),
                   ("cluster", "escalate_resources"), ("report", "field_limits")}
 

@@ -13,6 +13,7 @@ from dja_sepp.io.store import RunStore
 from dja_sepp.mosaic import open_band
 
 pytestmark = pytest.mark.slow
+SECRET = "s3cr3t-never-written-7f3a"
 pytest.importorskip("s3fs")
 
 
@@ -22,12 +23,12 @@ def s3(tmp_path_factory):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing",
+    options = {"key": "testing", "secret": SECRET,
                "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
     import boto3
     import s3fs
     boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="dja")
+                 aws_access_key_id="testing", aws_secret_access_key=SECRET).create_bucket(Bucket="dja")
     fs = s3fs.S3FileSystem(**options)
     yield fs, options
     server.stop()
@@ -38,11 +39,15 @@ def s3_run(s3, small_field, dask_client, tmp_path_factory):
     fs, options = s3
     for path in small_field.images_dir.iterdir():
         fs.put(str(path), f"dja/field/{path.name}")
+    psfs = {}
+    for band, path in small_field.psf_paths.items():   # the PSFs live in the bucket too
+        fs.put(str(path), f"dja/psf/{path.name}")
+        psfs[band.upper()] = f"s3://dja/psf/{path.name}"
+    # the credentials come from the configuration (field.storage_options)
     cfg = {"tiling": demo_tiling(SMALL_SIZE), "fit": {"passes": 1},
-           "field": {"cache_dir": str(tmp_path_factory.mktemp("cache"))}}
-    psfs = {b.upper(): str(p) for b, p in small_field.psf_paths.items()}
+           "field": {"cache_dir": str(tmp_path_factory.mktemp("cache")), "storage_options": options}}
     result = run("s3://dja/field", "s3://dja/run", config=cfg, psfs=psfs, cluster=dask_client,
-                 progress=False, storage_options=options)
+                 progress=False)
     assert result.complete, result.failed
     return result, options
 
@@ -57,6 +62,20 @@ def test_run_reads_the_bucket_and_writes_its_outputs_there(s3, s3_run):
     assert len(fs.ls("dja/run/tiles")) == result.n_tiles
     catalog = RunStore("s3://dja/run", options).read_table("catalog.fits")
     assert len(catalog) > 30 and catalog.meta["COMPLETE"]
+
+
+def test_no_credential_is_written_anywhere_in_the_run(s3, s3_run):
+    fs, _ = s3
+    result, _ = s3_run
+    written = [p for p in fs.find("dja/run") if not p.split("/")[-1].startswith(("c/", "zarr"))]
+    assert any(p.endswith("run.yaml") for p in written)
+    for path in written:
+        if path.endswith((".yaml", ".json", ".reg", ".txt", ".log")):
+            assert SECRET not in fs.cat(path).decode(), path
+    import yaml
+    saved = yaml.safe_load(fs.cat("dja/run/run.yaml"))
+    assert saved["field"]["storage_options"] == {}
+    assert saved["run"]["psf_files"]["F444W"].startswith("s3://dja/psf/")
 
 
 def test_mosaic_in_the_bucket_reads_back(s3_run, small_field):

@@ -66,7 +66,8 @@ def check_psfs(psf_paths: Mapping[str, str], field: Any) -> None:
         if band not in field.bands:
             continue
         try:
-            psf = load_psf(path, band=band, pixel_scale=field.bands[band].pixel_scale)
+            psf = load_psf(path, band=band, pixel_scale=field.bands[band].pixel_scale,
+                           storage_options=field.bands[band].storage_options)
         except Exception as exc:
             raise InputError(f"{path}: not a usable PSF for band {band} "
                              f"({type(exc).__name__}: {exc})") from exc

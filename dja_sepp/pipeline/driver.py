@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,6 +28,7 @@ from ..io.fingerprint import inputs_key
 from ..io.preflight import check_images, check_psfs
 from ..io.store import RunStore
 from ..fit.base import check_engines, engine_for
+from ..progress import shown
 from ..merge import MergeStats, describe_catalog, merge_catalogs
 from ..settings import config_hash, dump_config, load_config, model_path
 from ..tiling import TileGrid, make_tiles
@@ -197,17 +198,24 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     if "no_mosaic" in overrides:  # the command line's spelling
         raise TypeError("run() takes mosaic=False (not no_mosaic=True)")
     cfg = load_config(config, **overrides)  # every value checked before anything is written
+    storage_options = storage_options_of(cfg, storage_options)
     final = RunStore(out, storage_options)
-    final.check_writable()
-    fld = field_from_config(images, cfg, storage_options)
-    _check_models(cfg)
-    grid = _grid(fld, cfg)
-    check_images(fld)  # truncated or unreadable mosaics: stop now, not in every tile
-    check_psfs(_given_psfs(cfg, psfs), fld)
+    with _no_empty_folder(final):  # input refused: no empty run directory is left behind
+        final.check_writable()
+        fld = field_from_config(images, cfg, storage_options)
+        _check_models(cfg)
+        grid = _grid(fld, cfg)
+        check_images(fld)  # truncated or unreadable mosaics: stop now, not in every tile
+        check_psfs(_given_psfs(cfg, psfs), fld)
     # an earlier run in `out` is never written over: this attempt works beside it
     store, previous = open_attempt(final)
     given = carry_psfs(final, store, _given_psfs(cfg, psfs))
-    psf_paths = _resolve_psfs(fld, grid, cfg, store, given)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with shown(progress):
+        psf_paths = _resolve_psfs(fld, grid, cfg, store, given)
+    if len(psf_paths) > len(given):
+        timings["psf"] = time.perf_counter() - t0
     cfg["run"] = {"images": _absolute(images if not isinstance(images, Field) else fld.detection.sci_path),
                   "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
                   "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo,
@@ -216,7 +224,8 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
     store.write_text("run.yaml", dump_config(_portable(cfg, store)))
     _write_tiling(grid, fld, store)
-    timings = {"setup": time.perf_counter() - t_start}
+    # setup: checks, fingerprints, tiling (the PSF step apart)
+    timings["setup"] = time.perf_counter() - t_start - timings.get("psf", 0.0)
 
     from .execute import client_for, execute_tiles  # distributed imported only when running
     todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
@@ -239,7 +248,8 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
         if mosaic and result.n_ok:
             t0 = time.perf_counter()
             try:
-                result.mosaic_path = _mosaics(store, cfg, fld, grid, client, storage_options)
+                with shown(progress):
+                    result.mosaic_path = _mosaics(store, cfg, fld, grid, client, storage_options)
             except Exception as exc:  # the catalog is written: keep it, report the mosaic failure
                 log.error("mosaic step failed (redo it with dja-sepp mosaic %s): %s", final.root, exc)
                 failed["mosaic"] = f"{type(exc).__name__}: {exc}"
@@ -251,6 +261,22 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     result.timings = timings
     result.storage_options = storage_options
     return _finish(final, store, previous, result)
+
+
+@contextmanager
+def _no_empty_folder(store: RunStore):
+    """Remove the run directory again when the block fails and the
+    directory, made by it, is still empty."""
+    existed = store.fs.exists(store._root_path)
+    try:
+        yield
+    except BaseException:
+        try:
+            if not existed and store.fs.exists(store._root_path) and not store.listdir():
+                store.fs.rmdir(store._root_path)
+        except OSError:
+            pass  # not ours to fix: the original error is the one to report
+        raise
 
 
 def _finish(final: RunStore, store: RunStore, previous: dict | None, result: RunResult) -> RunResult:
@@ -300,6 +326,13 @@ def _absolute(path: str | Path) -> str:
     return text if is_remote(text) or "://" in text else str(Path(text).expanduser().resolve())
 
 
+def storage_options_of(cfg: Mapping[str, Any], given: Mapping[str, Any] | None) -> dict | None:
+    """fsspec options of a run: ``field.storage_options`` updated by those
+    given in Python or on the command line (None when there are none)."""
+    merged = {**(cfg["field"].get("storage_options") or {}), **(given or {})}
+    return merged or None
+
+
 def _portable(cfg: Mapping[str, Any], store: RunStore) -> dict[str, Any]:
     """What ``run.yaml`` holds: the configuration with absolute input paths,
     the PSFs the run built relative to the run directory (so the folder can
@@ -309,6 +342,7 @@ def _portable(cfg: Mapping[str, Any], store: RunStore) -> dict[str, Any]:
     # worker_env may hold credentials: its names are kept, never its values
     out["cluster"]["worker_env"] = {}
     out["run"]["worker_env_names"] = sorted(cfg["cluster"].get("worker_env") or {})
+    out["field"]["storage_options"] = {}   # fsspec options may hold credentials too
     root = store.url() + "/"
     out["run"]["psf_files"] = {b: p[len(root):] if p.startswith(root) else p
                                for b, p in cfg["run"]["psf_files"].items()}
@@ -474,7 +508,8 @@ def mosaic_run(run_dir: str, cluster: Any = None, storage_options: dict | None =
                progress: bool = True) -> list[str]:
     """Render the model and residual mosaics of a finished run (``mosaic.zarr``)."""
     store, cfg, fld, grid = rebuild_grid(run_dir, storage_options)
-    return [_mosaics(store, cfg, fld, grid, cluster, storage_options)]
+    with shown(progress):
+        return [_mosaics(store, cfg, fld, grid, cluster, storage_options)]
 
 
 def _mosaics(store: RunStore, cfg: Mapping[str, Any], fld: Field, grid: TileGrid, cluster: Any,

@@ -25,6 +25,7 @@ from ..fit.base import BandCutout, engine_for, get_engine
 from ..fit.flags import FitFlag
 from ..io.field import Field
 from ..io.store import RunStore
+from ..progress import task_progress
 from ..sizing.probe import probe
 from ..tiling import Tile
 
@@ -92,7 +93,8 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
         (``ok``/``failed``), ``reason``, ``traceback``, ``timings`` (s),
         ``n_sources``, ``n_bands``, ``dropped_bands``, ``input_hash``, versions,
         ``resources`` (``cpu_s``, ``wall_s``, ``rss_before_mb``,
-        ``peak_rss_mb``: :func:`dja_sepp.sizing.probe.probe`).
+        ``peak_rss_mb``: :func:`dja_sepp.sizing.probe.probe`), ``attempt``
+        (the ``worker``, task ``key`` and ``pid`` that ran it).
     """
     from ..settings import use_model_dirs
     use_model_dirs(config["fit"].get("model_dirs"))  # this worker finds the run's own models
@@ -108,9 +110,12 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
     start = time.perf_counter()
     # core-s of this task's thread, wall and peak memory (dja-sepp size fits its cost model on them)
     with probe() as resources:
-        _mark_running(store, tile)
+        marker = _mark_running(store, tile)
+        status["attempt"] = {k: marker[k] for k in ("worker", "key", "pid")}
         try:
-            _run_tile(tile, field, config, store, psf_paths, timings, status)
+            # sources fitted, sent to the driver's progress bar (dja_sepp.progress)
+            with task_progress(expected_calls=len(config["fit"]["models"])):
+                _run_tile(tile, field, config, store, psf_paths, timings, status)
             status["state"] = "ok"
         except Exception as exc:  # recorded, never lost: the driver decides what next
             status["reason"] = f"{type(exc).__name__}: {exc}"
@@ -118,12 +123,14 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
     timings["total"] = time.perf_counter() - start
     status["resources"] = resources
     store.write_json(f"tiles/{tile.id}/status.json", status)
+    store.remove(f"tiles/{tile.id}/running.json")  # the attempt is over: status.json says how
     return status
 
 
-def _mark_running(store: RunStore, tile: Tile) -> None:
+def _mark_running(store: RunStore, tile: Tile) -> dict:
     """``tiles/{id}/running.json``: when and where this attempt started, so
-    the driver can stop it at its time limit (see :mod:`.execute`)."""
+    the driver can stop it at its time limit (see :mod:`.execute`); removed
+    when the attempt ends (``status.json`` keeps its worker and task key)."""
     marker = {"started": time.time(), "worker": None, "key": None, "host": platform.node(),
               "pid": os.getpid()}
     try:
@@ -133,6 +140,7 @@ def _mark_running(store: RunStore, tile: Tile) -> None:
     except (ImportError, ValueError):
         pass  # run outside a distributed worker
     store.write_json(f"tiles/{tile.id}/running.json", marker)
+    return marker
 
 
 def _debug_memory_hog(tile: Tile, config: Mapping[str, Any]) -> None:
@@ -168,8 +176,8 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
     bands, dropped = [], {}
     with _timed(timings, "read"):
         for name, image in field.bands.items():
-            psf = load_psf(psf_paths[name], band=name, pixel_scale=image.pixel_scale) \
-                if name in psf_paths else None
+            psf = load_psf(psf_paths[name], band=name, pixel_scale=image.pixel_scale,
+                           storage_options=image.storage_options) if name in psf_paths else None
             cut = image.cutout(tile.halo_on(image.factor), psf=psf)
             reason = blank_reason(cut)
             if reason:

@@ -117,7 +117,8 @@ class ImagePSF(PSF):
 
     @classmethod
     def from_fits(cls, path: str | Path, band: str = "", pixel_scale: float | None = None,
-                  psf_scale: float | None = None) -> "ImagePSF":
+                  psf_scale: float | None = None,
+                  storage_options: dict | None = None) -> "ImagePSF":
         """Read a PSF FITS image at its declared sampling, on the band's grid.
 
         Parameters
@@ -132,6 +133,8 @@ class ImagePSF(PSF):
             file's sampling (band pixel = ``OVERSAMP`` samples).
         psf_scale : float, optional
             Arcsec per stored sample, for files whose header does not say.
+        storage_options : dict, optional
+            fsspec options for a remote ``path`` (e.g. S3 credentials).
 
         Raises
         ------
@@ -139,7 +142,9 @@ class ImagePSF(PSF):
             When the sampling is unknown, or coarser than the band's grid.
         """
         from ..io.cache import is_remote
-        with fits.open(path, use_fsspec=is_remote(str(path))) as hdul:
+        remote = is_remote(str(path))
+        with fits.open(path, use_fsspec=remote,
+                       fsspec_kwargs=(storage_options or None) if remote else None) as hdul:
             hdu = next(h for h in hdul if h.data is not None)
             hdr = hdu.header
             data = np.asarray(hdu.data, dtype=np.float64)

@@ -44,8 +44,11 @@ def psfex_available() -> bool:
 class PSFExPSF(PSF):
     """A PSF read from a PSFEx ``.psf`` file (pixel basis, polynomial in x, y)."""
 
-    def __init__(self, path: str | Path, band: str = "", pixel_scale: float = 0.0):
-        with fits.open(path, use_fsspec=is_remote(str(path))) as hdul:
+    def __init__(self, path: str | Path, band: str = "", pixel_scale: float = 0.0,
+                 storage_options: dict | None = None):
+        remote = is_remote(str(path))
+        with fits.open(path, use_fsspec=remote,
+                       fsspec_kwargs=(storage_options or None) if remote else None) as hdul:
             hdu = hdul["PSF_DATA"]
             self.basis = np.asarray(hdu.data["PSF_MASK"][0], dtype=np.float64)  # (ncoef, ny, nx)
             h = hdu.header
