@@ -136,8 +136,9 @@ def test_a_failed_tile_is_escalated_to_a_bigger_worker(small_field, own_client, 
         helper.join(timeout=130)
         assert result.complete and result.n_ok == 4
         status = store.read_json("tiles/r00c01/status.json")
-        marker = store.read_json("tiles/r00c01/running.json")
+        marker = status["attempt"]   # (running.json is gone once the tile is over)
         assert status["state"] == "ok" and "-a1-" in marker["key"]   # the retry did it
+        assert not store.exists("tiles/r00c01/running.json")
         big = [a for a, w in own_client.scheduler_info()["workers"].items() if w["name"] == "bigmem"]
         assert marker["worker"] in big
     finally:

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from astropy.table import Table
 
+from .. import progress
 from ..models.definition import ModelDefinition, detection_context, load_model
 from ..settings import default_config
 from .base import BandCutout, Engine
@@ -113,12 +114,16 @@ class BuiltinEngine(Engine):
         affines = {b.band: band_affine(detection, b) for b in bands}
         state = _TileState(sources, detection, bands, work, affines, mdef, opts, out)
         duration = np.zeros(len(sources))
-        for npass in range(max(1, int(opts["passes"]))):
+        passes = max(1, int(opts["passes"]))
+        progress.begin(sum(len(g) for g in groups))  # the driver's bar counts sources fitted
+        for npass in range(passes):
             for gi, rows in enumerate(groups):
                 start = time.perf_counter()
+                size = len(rows)
                 rows = state.fit_rows(gi, rows, npass)
                 if len(rows):
                     duration[rows] += (time.perf_counter() - start) / len(rows)
+                progress.advance(size / passes)
         out["FIT_DURATION"][:] = duration
         if state.refits_skipped:
             log.debug("%d of %d second-pass refits skipped (pixels unchanged)", state.refits_skipped,

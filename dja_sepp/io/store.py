@@ -139,6 +139,13 @@ class RunStore:
         """Copy a local file into the run (atomic)."""
         return self.write_bytes(rel, Path(local).read_bytes())
 
+    def remove(self, rel: str) -> None:
+        """Delete the file ``rel`` of the run if it exists."""
+        try:
+            self.fs.rm(self._path(rel))
+        except FileNotFoundError:
+            pass
+
     def listdir(self, rel: str = "") -> list[str]:
         path = self._path(rel) if rel else self._root_path
         if not self.fs.exists(path):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..io.field import Field
+from ..progress import FitBoard, shown
 from ..io.store import RunStore
 from ..tiling import Tile
 from .tile_task import process_tile
@@ -85,41 +86,45 @@ def execute_tiles(tiles: Sequence[Tile], field: Field, config: Mapping[str, Any]
 
 def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
                      storage_options, attempt) -> dict[str, dict]:
-    from tqdm.auto import tqdm
     limit = float(config["cluster"].get("tile_timeout") or 0)
     futures = {}
     resources = _escalation(client, config) if attempt > 0 else None
     # keys unique to this submission: a key still held by the scheduler from an
     # earlier run would hand back that run's result without computing anything
     token = uuid.uuid4().hex[:8]
+    keys = {tile.id: f"tile-{tile.id}-a{attempt}-{token}" for tile in tiles}
+    # progress in sources fitted, from the tasks' events (subscribed before they start)
+    with shown(progress):
+        board = FitBoard(client, list(keys.values()),
+                         desc="fit" if attempt == 0 else f"fit (retry {attempt})")
     for tile in tiles:
         fut = client.submit(process_tile, tile, field, config, store.root, psf_paths,
-                            storage_options, key=f"tile-{tile.id}-a{attempt}-{token}",
-                            pure=False, resources=resources)
+                            storage_options, key=keys[tile.id], pure=False, resources=resources)
         futures[fut] = tile
     out: dict[str, dict] = {}
-    bar = tqdm(total=len(futures), desc=f"tiles (attempt {attempt + 1})", unit="tile",
-               disable=not progress, file=sys.stderr)
     pending = set(futures)
-    while pending:
-        done, pending = _wait_some(pending, poll=min(5.0, limit / 4) if limit else None)
-        for fut in done:
-            tile = futures[fut]
-            try:
-                out[tile.id] = fut.result()
-            except Exception as exc:  # KilledWorker, CommClosed...: the tile failed, the run goes on
-                out[tile.id] = _failure(tile, exc)
+    try:
+        while pending:
+            done, pending = _wait_some(pending, poll=min(1.0, limit / 4) if limit else 1.0)
+            for fut in done:
+                tile = futures[fut]
+                try:
+                    out[tile.id] = fut.result()
+                except Exception as exc:  # KilledWorker, CommClosed...: the tile failed, the run goes on
+                    out[tile.id] = _failure(tile, exc)
+                    _record(store, tile, out[tile.id])
+                board.finish(fut.key, out[tile.id].get("state") == "ok")
+            for fut in _overdue(pending, futures, store, limit):
+                tile = futures[fut]
+                _stop(client, fut, store, tile)
+                pending.discard(fut)
+                out[tile.id] = {"tile": tile.id, "state": "failed", "timings": {},
+                                "reason": f"timed out: still running after tile_timeout = {limit:g} s"}
                 _record(store, tile, out[tile.id])
-        for fut in _overdue(pending, futures, store, limit):
-            tile = futures[fut]
-            _stop(client, fut, store, tile)
-            pending.discard(fut)
-            out[tile.id] = {"tile": tile.id, "state": "failed", "timings": {},
-                            "reason": f"timed out: still running after tile_timeout = {limit:g} s"}
-            _record(store, tile, out[tile.id])
-        bar.update(len(futures) - len(pending) - bar.n)
-        bar.set_postfix(failed=sum(s.get("state") != "ok" for s in out.values()))
-    bar.close()
+                board.finish(fut.key, False)
+            board.refresh()
+    finally:
+        board.close()
     return out
 
 
@@ -155,10 +160,10 @@ def _overdue(pending: set, futures: dict, store: RunStore, limit: float) -> list
     late = []
     now = time.time()
     for fut in pending:
-        rel = f"tiles/{futures[fut].id}/running.json"
-        if not store.exists(rel):
+        try:  # the task removes its marker when it ends
+            marker = store.read_json(f"tiles/{futures[fut].id}/running.json")
+        except (FileNotFoundError, ValueError):
             continue
-        marker = store.read_json(rel)
         if marker.get("key") == fut.key and now - float(marker["started"]) > limit:
             late.append(fut)
     return late
@@ -168,11 +173,15 @@ def _stop(client, fut, store: RunStore, tile: Tile) -> None:
     """Really stop a hung tile: forget its task and restart the worker
     process running it (Dask cannot interrupt a running task; the nanny
     starts a fresh worker, other tasks it held are rescheduled)."""
-    marker = store.read_json(f"tiles/{tile.id}/running.json")
+    try:
+        marker = store.read_json(f"tiles/{tile.id}/running.json")
+    except (FileNotFoundError, ValueError):  # it ended meanwhile
+        marker = {"worker": None}
     fut.cancel()
     log.warning("tile %s exceeded its time limit; restarting worker %s", tile.id, marker["worker"])
     try:
-        client.restart_workers([marker["worker"]], raise_for_error=False)
+        if marker["worker"]:
+            client.restart_workers([marker["worker"]], raise_for_error=False)
     except Exception as exc:  # a worker that is gone already is fine
         log.warning("could not restart worker %s: %s", marker["worker"], exc)
 
@@ -184,3 +193,4 @@ def _failure(tile: Tile, exc: BaseException) -> dict:
 
 def _record(store: RunStore, tile: Tile, status: dict) -> None:
     store.write_json(f"tiles/{tile.id}/status.json", status)
+    store.remove(f"tiles/{tile.id}/running.json")  # that attempt is over

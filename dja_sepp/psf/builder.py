@@ -23,6 +23,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ..progress import bar
 from ..settings import default_config
 from .base import ImagePSF
 from .energy import DEFAULTS as ENERGY
@@ -212,7 +213,7 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     log.info("PSF: %d stars selected in %s", len(stars), ref)
     out, psfs = {}, {}
     min_stars = int({**STAR_DEFAULTS, **(pcfg.get("stars") or {})}["min_stars"])
-    for band in bands:
+    for band in bar(bands, desc=f"PSF ({len(stars)} stars)", unit="band"):  # dja_sepp.progress
         if pcfg.get("method") == "psfex":
             out[band], psfs[band] = _psfex_band(field.bands[band], stars, store, pcfg.get("psfex"),
                                                 pcfg.get("energy"), min_stars)
