@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--psf", action="append", default=[], metavar="BAND=FILE",
                    help="PSF file for a band (repeatable); other bands get a built PSF")
     p.add_argument("--no-mosaic", action="store_true", help="skip the model/residual mosaics")
+    p.add_argument("--performance-report", action="store_true",
+                   help="save distributed's performance report as performance_report.html in the run "
+                        "directory")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="finish RUN_DIR with its own run.yaml: recompute only its failed or missing "
                         "tiles (--workers, --cluster and --no-mosaic apply; options that change the "
@@ -61,6 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1,
                    help="random seed of the simulation (default: %(default)s)")
     p.add_argument("--model", action="append", dest="models", metavar="NAME", help=_model_help())
+
+    p = sub.add_parser("size", help="measure a sample of tiles and recommend an instance type, "
+                                    "workers, tile size and instance count with predicted cost",
+                       description="Measure a sample of tiles chosen by detection density under a "
+                                   "sweep of tile size, workers and threads (the sizing: section of "
+                                   "the configuration), fit a cost model, and write sizing.md, "
+                                   "sizing.json and sizing.png to --out.")
+    _field_args(p)
+    p.add_argument("--out", required=True, help="folder for sizing.md, sizing.json, sizing.png")
+    p.add_argument("--model", action="append", dest="models", metavar="NAME", help=_model_help())
+    p.add_argument("--sample", type=_positive_int,
+                   help="tiles measured per setting (default: sizing.sample of the configuration)")
+    p.add_argument("--cluster", type=_cluster_arg,
+                   help="where to measure: local (default), ec2 (one instance of each "
+                        "sizing.instance_types) or a scheduler address (tcp://host:8786)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="local worker processes measured (default: sizing.workers, else one per core)")
+    p.add_argument("--target-hours", type=_positive_float,
+                   help="wall time wanted for the whole field (default: the cheapest choice)")
+    p.add_argument("--psf", action="append", default=[], metavar="BAND=FILE",
+                   help="PSF file for a band (repeatable); other bands get a built PSF")
+    p.add_argument("--performance-report", action="store_true",
+                   help="save distributed's performance report of each setting in its measure/ folder")
 
     p = sub.add_parser("tiles", help="write the tiling (DS9 regions + PNG) of a field")
     _field_args(p)
@@ -214,6 +240,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["cluster__n_workers"] = args.workers
     if getattr(args, "no_mosaic", False):
         out["mosaic__enabled"] = False
+    if getattr(args, "performance_report", False):
+        out["cluster__performance_report"] = True
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -238,15 +266,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _report(result)
     if not args.images or not args.out:
         raise ValueError("run needs --images and --out (or --resume RUN_DIR)")
+    psfs = _psf_args(args)
+    result = run(args.images, args.out, models=args.models, config=args.config, psfs=psfs,
+                 storage_options=_storage_options(args), **_cluster(args), **_overrides(args))
+    return _report(result)
+
+
+def _psf_args(args: argparse.Namespace) -> dict:
+    """``--psf BAND=FILE`` items as band -> path."""
     psfs = {}
     for item in args.psf:
         band, sep, path = item.partition("=")
         if not sep or not band or not path:
             raise ValueError(f"--psf {item}: expected BAND=FILE")
         psfs[band] = path
-    result = run(args.images, args.out, models=args.models, config=args.config, psfs=psfs,
-                 storage_options=_storage_options(args), **_cluster(args), **_overrides(args))
-    return _report(result)
+    return psfs
+
+
+def cmd_size(args: argparse.Namespace) -> int:
+    from .sizing import size_field
+    overrides = _overrides(args)
+    if args.workers is not None:  # the workers measured, not the run's
+        overrides.pop("cluster__n_workers", None)
+        overrides["sizing__workers"] = [args.workers]
+    result = size_field(args.images, args.out, models=args.models, config=args.config,
+                        cluster=args.cluster, psfs=_psf_args(args), sample=args.sample,
+                        target_hours=args.target_hours, storage_options=_storage_options(args),
+                        performance_report=args.performance_report, **overrides)
+    print(result.summary())
+    return EXIT_OK
 
 
 def _cluster(args: argparse.Namespace) -> dict:
@@ -335,7 +383,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf, "merge": cmd_merge,
+COMMANDS = {"run": cmd_run, "size": cmd_size, "demo": cmd_demo, "tiles": cmd_tiles, "psf": cmd_psf, "merge": cmd_merge,
             "mosaic": cmd_mosaic, "report": cmd_report, "config": cmd_config}
 
 

@@ -79,6 +79,7 @@ class RunResult:
     kept_previous: str | None = None
     unusable_bands: dict[str, str] = dc_field(default_factory=dict)
     storage_options: dict | None = dc_field(default=None, repr=False, compare=False)
+    usage: dict = dc_field(default_factory=dict)
     _catalog: Table | None = dc_field(default=None, repr=False, compare=False)
 
     @property
@@ -123,6 +124,9 @@ class RunResult:
                   if k in self.timings]
         if stages:
             lines.append("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages))
+        if self.usage:
+            from ..sizing.usage import format_usage
+            lines.append(format_usage(self.usage))
         if self.kept_previous:
             lines.append(f"the earlier run in {self.kept_previous} was better and is kept as it was; "
                          f"this attempt is in {self.run_dir} (--resume {self.run_dir} finishes it)")
@@ -156,7 +160,8 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
         cluster: Any = None, config: str | Path | Mapping | None = None,
         psfs: Mapping[str, str] | None = None, progress: bool = True,
         storage_options: dict | None = None, *, mosaic: bool | None = None,
-        workers: int | None = None, **overrides: Any) -> RunResult:
+        workers: int | None = None, performance_report: bool | None = None,
+        **overrides: Any) -> RunResult:
     """Fit every source of a field, tile by tile on Dask, and merge.
 
     In a script, call it under ``if __name__ == "__main__":``: the local
@@ -185,6 +190,10 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
         False skips the model / residual mosaics (``mosaic.enabled``).
     workers : int, optional
         Local worker processes (``cluster.n_workers``; default one per core).
+    performance_report : bool, optional
+        Save distributed's performance report of the tiles and mosaics as
+        ``performance_report.html`` in the run directory
+        (``cluster.performance_report``).
     **overrides
         Configuration overrides as ``section__key=value``.
     """
@@ -195,6 +204,8 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
         overrides["mosaic__enabled"] = bool(mosaic)
     if workers is not None:
         overrides["cluster__n_workers"] = workers
+    if performance_report is not None:
+        overrides["cluster__performance_report"] = bool(performance_report)
     if "no_mosaic" in overrides:  # the command line's spelling
         raise TypeError("run() takes mosaic=False (not no_mosaic=True)")
     cfg = load_config(config, **overrides)  # every value checked before anything is written
@@ -232,11 +243,13 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     carry_tiles(final, store, [t.id for t in reused])
     mosaic = cfg["mosaic"]["enabled"]
     # one cluster for the tiles and the mosaic (one start-up, one dashboard link)
-    with (client_for(cluster, cfg) if todo or mosaic else nullcontext(None)) as client:
+    with (client_for(cluster, cfg) if todo or mosaic else nullcontext(None)) as client, \
+            _performance_report(client, cfg, store):
         t0 = time.perf_counter()
         statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=client,
                                  progress=progress, storage_options=storage_options)
         timings["tiles"] = time.perf_counter() - t0
+        usage = _usage(statuses, cfg)
         for st in statuses.values():
             for stage, sec in st.get("timings", {}).items():
                 timings[f"tile_{stage}"] = timings.get(f"tile_{stage}", 0.0) + sec
@@ -259,6 +272,7 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     result.failed = failed
     result.n_ok = len(grid.tiles) - len([t for t in failed if t != "mosaic"])
     result.timings = timings
+    result.usage = usage
     result.storage_options = storage_options
     return _finish(final, store, previous, result)
 
@@ -296,7 +310,55 @@ def _summary(result: RunResult) -> dict[str, Any]:
     return {"complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
             "n_reused": result.n_skipped, "failed": result.failed, "timings": result.timings,
             "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
-            "noise_correlation": result.noise_correlation, "unusable_bands": result.unusable_bands}
+            "noise_correlation": result.noise_correlation, "unusable_bands": result.unusable_bands,
+            "usage": result.usage}
+
+
+def _usage(statuses: Mapping[str, dict], cfg: Mapping[str, Any]) -> dict:
+    """Core-s per source-band and the EC2 estimate of the tiles computed
+    (:func:`dja_sepp.sizing.usage.run_usage`); never fails the run."""
+    try:
+        from ..sizing.usage import run_usage
+        return run_usage(statuses, cfg)
+    except Exception as exc:  # an estimate, not a result
+        log.warning("no cost estimate: %s", exc)
+        return {}
+
+
+def _performance_report(client, cfg: Mapping[str, Any], store: RunStore):
+    """distributed's performance report of what runs inside, saved as
+    ``performance_report.html`` in the run directory
+    (``cluster.performance_report``); a no-op otherwise."""
+    if client is None or not cfg["cluster"].get("performance_report"):
+        return nullcontext()
+    return _Report(store)
+
+
+class _Report:
+    """Write the report to a local temporary file, then into the store
+    (which may be remote)."""
+
+    def __init__(self, store: RunStore):
+        import tempfile
+        self.store = store
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = str(Path(self.tmp.name) / "performance_report.html")
+
+    def __enter__(self):
+        from distributed import performance_report
+        self.inner = performance_report(filename=self.path)
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.inner.__exit__(*exc)
+            self.store.put_file(self.path, "performance_report.html")
+        except Exception as err:  # the report is an extra: keep the run
+            log.warning("performance report not saved: %s", err)
+        finally:
+            self.tmp.cleanup()
+        return False
 
 
 def _grid(fld: Field, cfg: Mapping[str, Any]) -> TileGrid:
