@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -36,7 +38,7 @@ from ..bands import pivot_wavelength
 from ..models.definition import ModelDefinition, detection_context, load_model
 from ..settings import default_config
 from .base import BandCutout, Engine
-from .catalog import empty_results, finalize, render_catalog
+from .catalog import bound_names, empty_results, finalize, render_catalog
 from .flags import FitFlag
 from .sepp_config import ASSOC_NAMES, SeppBand, output_names, python_config
 
@@ -118,7 +120,7 @@ class SeppEngine(Engine):
         scratch = tempfile.mkdtemp(prefix="dja_sepp_", dir=sopts.get("scratch") or None)
         try:
             cmd = prepare_inputs(Path(scratch), sources, rows, detection, bands, mdef, sopts, exe)
-            run_sepp(cmd, Path(scratch), sopts)
+            wall, cpu = run_sepp(cmd, Path(scratch), sopts)
             table = Table.read(Path(scratch) / "catalog.fits", hdu=1)
         finally:
             if sopts.get("keep_files"):
@@ -127,7 +129,9 @@ class SeppEngine(Engine):
                 shutil.rmtree(scratch, ignore_errors=True)
         out = parse_catalog(table, sources, rows, detection, mdef, names)
         out["FLAGS"][~rows] |= int(FitFlag.NOT_FITTED)
-        return finalize(out, sources, detection, mdef, names)
+        result = finalize(out, sources, detection, mdef, names)
+        result.meta.update(SEPP_WALL=wall, SEPP_CPU=cpu)  # the SE++ process (not this thread)
+        return result
 
     def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:
         return render_catalog(catalog, grid, load_model(model))
@@ -243,8 +247,16 @@ def _cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
 
 
-def run_sepp(cmd: Sequence[str], folder: Path, sopts: Mapping[str, Any]) -> float:
-    """Run SE++ in ``folder`` under the progress watchdog; returns its wall time.
+def run_sepp(cmd: Sequence[str], folder: Path, sopts: Mapping[str, Any]) -> tuple[float, float]:
+    """Run SE++ in ``folder`` under the progress watchdog.
+
+    The command line is written to ``folder/command.txt`` and SE++'s output
+    to ``folder/sepp.log``.
+
+    Returns
+    -------
+    wall, cpu : float
+        Its wall time and the CPU seconds it used (all threads), s.
 
     Raises
     ------
@@ -256,7 +268,9 @@ def run_sepp(cmd: Sequence[str], folder: Path, sopts: Mapping[str, Any]) -> floa
     log_path = folder / "sepp.log"
     stall_timeout = float(sopts["stall_timeout"])
     stall_cpu = float(sopts["stall_cpu"])
+    (folder / "command.txt").write_text(shlex.join(str(c) for c in cmd) + "\n")
     start = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(list(cmd), cwd=folder, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -276,7 +290,9 @@ def run_sepp(cmd: Sequence[str], folder: Path, sopts: Mapping[str, Any]) -> floa
         raise SeppError(f"SE++ exited with status {proc.returncode}{_tail(log_path)}")
     if not (folder / "catalog.fits").exists():
         raise SeppError(f"SE++ wrote no catalog{_tail(log_path)}")
-    return time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.monotonic() - start, cpu
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -354,8 +370,10 @@ def parse_catalog(table: Table, sources: Table, rows: np.ndarray, detection: Ban
         out["FIT_DURATION"][i] = float(rec["fmf_duration"])
         out["N_BANDS"][i] = len(bands)
         flags = _flags(int(rec["fmf_flags"]))
-        if _at_bound(mdef, sources[i], detection.pixel_scale, out, i):
+        bounds = _at_bound(mdef, sources[i], detection.pixel_scale, out, i)
+        if bounds:
             flags |= int(FitFlag.AT_BOUND)
+            out["BOUND_PARAMS"][i] = ",".join(bounds)[:64]
         out["FLAGS"][i] |= flags
     missing = np.setdiff1d(sent, np.flatnonzero(got))
     out["FLAGS"][missing] |= int(FitFlag.ERROR)
@@ -363,15 +381,15 @@ def parse_catalog(table: Table, sources: Table, rows: np.ndarray, detection: Ban
     return out
 
 
-def _at_bound(mdef: ModelDefinition, row, pixscale: float, out, i: int) -> bool:
-    """A shape parameter (not the centre) at the edge of its range."""
+def _at_bound(mdef: ModelDefinition, row, pixscale: float, out, i: int) -> list[str]:
+    """Shape parameters (not the centre) at an edge of their range, as
+    ``name=min`` / ``name=max`` (the built-in engine's ``BOUND_PARAMS``)."""
     ctx = detection_context(row, pixscale)
     ctx["x"], ctx["y"] = ctx["x"] + 1.0, ctx["y"] + 1.0
     _, ranges = mdef.initial(ctx)
+    names, sides = [], []
     for p, rng in zip(mdef.parameters, ranges):
-        if p.name in ("x", "y"):
-            continue
-        value = out[f"p_{p.name}"][i]
-        if np.isfinite(value) and rng.at_bound(float(value)):
-            return True
-    return False
+        value = out[f"p_{p.name}"][i] if p.name not in ("x", "y") else np.nan
+        names.append(p.name)
+        sides.append(rng.bound_side(float(value)) if np.isfinite(value) else 0)
+    return bound_names(names, sides)
