@@ -15,7 +15,11 @@ SE++ has no linear flux solve, so fluxes are free parameters started at the
 isophotal flux within an exponential range (``fit.sepp.flux_range`` times
 it), as SE++'s ``get_flux_parameter`` does.
 
-Expressions are evaluated inside SE++ with the detection measurements our
+Functions of the parameters (axis ratio and angle from e1, e2, transformed
+priors, flux shares) are written as literal lambdas of numpy math, which
+SE++'s expression compiler (Pyston) turns into native code; starts and
+ranges, evaluated once per source, go through the same expression evaluator
+as the built-in engine's. They are evaluated inside SE++ with the detection measurements our
 own detection made, which the engine hands to SE++ as columns of its assoc
 catalog (:data:`ASSOC_NAMES`); the centre ``x, y`` is SE++'s 1-based
 centroid of that catalog position.
@@ -44,6 +48,7 @@ _HEADER = '''\
 import math
 
 import numpy as np
+from numpy import arctan2, clip, cos, exp, log, log10, maximum, minimum, pi, sin, sqrt
 from sourcextractor.config import *
 
 PIXSCALE = {pixscale!r}
@@ -70,10 +75,6 @@ def init(expr):
 
 def bounds(lo, hi):
     return lambda v, o: (ev(lo, ctx(o)), ev(hi, ctx(o)))
-
-
-def derived(expr, names, *params):
-    return DependentParameter(lambda *v: ev(expr, dict(zip(names, v))), *params)
 
 
 set_engine({engine!r})
@@ -155,6 +156,13 @@ def _model_call(comp: Component, flux: str) -> str:
     return f"{cls}({', '.join(args)})"
 
 
+def _derived(expr: str, names: Sequence[str], params: Sequence[str]) -> str:
+    """A ``DependentParameter`` whose function is the expression itself (numpy
+    math names), so SE++'s Pyston compiles it instead of calling Python at
+    every evaluation."""
+    return f"DependentParameter(lambda {', '.join(names)}: {expr}, {', '.join(params)})"
+
+
 def _bt_component(mdef: ModelDefinition) -> str:
     """The component whose share of the flux is the per-band B/T parameter."""
     for bp in mdef.band_priors:
@@ -198,17 +206,16 @@ def python_config(mdef: ModelDefinition, bands: Sequence[SeppBand], pixscale: fl
         lines.append(f"P[{p.name!r}] = FreeParameter(init({str(p.init)!r}){_range_text(p.range)})")
     names = mdef.parameter_names
     if mdef.uses_e1e2:
-        lines.append("E = lambda e1, e2: math.hypot(e1, e2)")
-        lines.append("RATIO = DependentParameter(lambda e1, e2: abs(1 - E(e1, e2)) / (1 + E(e1, e2)), "
-                     "P['e1'], P['e2'])")
-        lines.append("ANGLE = DependentParameter(lambda e1, e2: 0.5 * math.atan2(e1, e2), P['e1'], P['e2'])")
+        lines.append("RATIO = DependentParameter(lambda e1, e2: abs(1 - sqrt(e1 * e1 + e2 * e2)) / "
+                     "(1 + sqrt(e1 * e1 + e2 * e2)), P['e1'], P['e2'])")
+        lines.append("ANGLE = DependentParameter(lambda e1, e2: 0.5 * arctan2(e1, e2), P['e1'], P['e2'])")
     lines.append("")
     lines.append("# priors (Gaussian, on the parameter or on a transformed value)")
     priors = [p.prior for p in mdef.parameters if p.prior] + list(mdef.priors)
     for prior in priors:
         used = _params_in(prior.transform, names)
         target = f"P[{used[0]!r}]" if prior.transform.strip("() ") in used and len(used) == 1 else \
-            f"derived({prior.transform!r}, {tuple(used)!r}, {', '.join(f'P[{u!r}]' for u in used)})"
+            _derived(prior.transform, used, [f"P[{u!r}]" for u in used])
         lines.append(f"add_prior({target}, init({str(prior.mean)!r}), init({str(prior.sigma)!r}))")
     lines.append("")
     lo, hi = (float(v) for v in options["flux_range"])
@@ -235,7 +242,7 @@ def python_config(mdef: ModelDefinition, bands: Sequence[SeppBand], pixscale: fl
             for bp in mdef.band_priors:
                 mean = evaluate(bp.mean, {"L": b.wavelength}, f"{mdef.path}: band prior mean")
                 sigma = evaluate(bp.sigma, {"L": b.wavelength}, f"{mdef.path}: band prior sigma")
-                lines.append(f"add_prior(derived({bp.transform!r}, ('bt',), bt), {mean!r}, {sigma!r})")
+                lines.append(f"add_prior({_derived(bp.transform, ['bt'], ['bt'])}, {mean!r}, {sigma!r})")
             for comp in mdef.components:
                 share = "f * t" if comp.name == bt_name else "f * (1 - t)"
                 lines.append(f"flux_{comp.name} = DependentParameter(lambda f, t: {share}, flux, bt)")

@@ -4,6 +4,7 @@
 import math
 
 import numpy as np
+from numpy import arctan2, clip, cos, exp, log, log10, maximum, minimum, pi, sin, sqrt
 from sourcextractor.config import *
 
 PIXSCALE = 0.04
@@ -32,10 +33,6 @@ def bounds(lo, hi):
     return lambda v, o: (ev(lo, ctx(o)), ev(hi, ctx(o)))
 
 
-def derived(expr, names, *params):
-    return DependentParameter(lambda *v: ev(expr, dict(zip(names, v))), *params)
-
-
 set_engine('levmar')
 set_max_iterations(500)
 use_iterative_fitting(True)
@@ -51,13 +48,12 @@ P['re'] = FreeParameter(init('radius'), Range(bounds('0.0001', '1.5 * radius'), 
 P['n'] = FreeParameter(init('2.0'), Range(bounds('0.3', '8.4'), RangeType.LINEAR))
 P['e1'] = FreeParameter(init('(1 - axratio) / (1 + axratio) * sin(2 * theta)'), Range(bounds('-0.9999', '0.9999'), RangeType.LINEAR))
 P['e2'] = FreeParameter(init('(1 - axratio) / (1 + axratio) * cos(2 * theta)'), Range(bounds('-0.9999', '0.9999'), RangeType.LINEAR))
-E = lambda e1, e2: math.hypot(e1, e2)
-RATIO = DependentParameter(lambda e1, e2: abs(1 - E(e1, e2)) / (1 + E(e1, e2)), P['e1'], P['e2'])
-ANGLE = DependentParameter(lambda e1, e2: 0.5 * math.atan2(e1, e2), P['e1'], P['e2'])
+RATIO = DependentParameter(lambda e1, e2: abs(1 - sqrt(e1 * e1 + e2 * e2)) / (1 + sqrt(e1 * e1 + e2 * e2)), P['e1'], P['e2'])
+ANGLE = DependentParameter(lambda e1, e2: 0.5 * arctan2(e1, e2), P['e1'], P['e2'])
 
 # priors (Gaussian, on the parameter or on a transformed value)
-add_prior(derived('1.015**((re) - 10)', ('re',), P['re']), init('0.027 / pixscale'), init('0.5'))
-add_prior(derived('log(((n) - 0.25) / (10 - (n)))', ('n',), P['n']), init('-2.5'), init('1.5'))
+add_prior(DependentParameter(lambda re: 1.015**((re) - 10), P['re']), init('0.027 / pixscale'), init('0.5'))
+add_prior(DependentParameter(lambda n: log(((n) - 0.25) / (10 - (n))), P['n']), init('-2.5'), init('1.5'))
 add_prior(P['e1'], init('0.0'), init('0.25'))
 add_prior(P['e2'], init('0.0'), init('0.25'))
 
