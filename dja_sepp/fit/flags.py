@@ -17,3 +17,4 @@ class FitFlag(IntFlag):
     EXPLAINED = 4096            # light explained by brighter neighbours' models: not fitted, rejected
     REFIT_FAILED = 8192         # the second pass failed; the first pass's values are kept
     BULGE_LARGER = 16384        # bulge + disk: the bulge's r_e exceeds the disk's (B/T is the outer share)
+    PARTIAL_COVERAGE = 32768    # a band has data under only part of the source's light (COVERAGE_{BAND} < 1)

@@ -22,6 +22,7 @@ from astropy.table import Table, hstack, vstack
 
 from .. import __version__
 from ..fit.base import BandCutout, engine_for, get_engine
+from ..fit.coverage import apply_coverage
 from ..fit.flags import FitFlag
 from ..io.field import Field
 from ..io.store import RunStore
@@ -206,6 +207,10 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
                 engine = get_engine(engine_for(config["fit"], model))  # per model (fit.model_engines)
                 fitted = engine.fit(sources, det, bands, model, options=config["fit"])
         with _timed(timings, "write"):
+            # sources on the edge of a band's coverage: flagged, fluxes NaN below fit.min_coverage
+            apply_coverage(fitted, sources, det, bands, config["fit"])
+            for name in dropped:  # blank over the whole tile
+                fitted[f"COVERAGE_{name}"] = np.zeros(len(fitted), np.float32)
             _scale_flux_errors(fitted, noise)
             table = _tile_catalog(sources, fitted, tile, dropped)
             explained = (np.asarray(table["FLAGS"]) & int(FitFlag.EXPLAINED)) > 0
