@@ -115,6 +115,21 @@ def test_matched_fraction_and_one_to_one(with_dja, made):
     assert frac == pytest.approx(np.isfinite(hdul["SERSIC_RG4"].data["ID"]).mean())
 
 
+def test_models_are_matched_to_each_other_one_to_one(with_dja, without_dja, made):
+    n = len(made["catalog"])
+    for result, _ in (with_dja, without_dja):
+        # B+D lacks three rows of the primary catalog; every other row pairs with its own
+        assert result.between == {"B+D": n - 3}
+        assert "matched to sersic_rg4" in open(result.index).read()
+
+
+def test_dja_catalogs_as_urls(made, tmp_path):
+    result = dja_sepp.report(str(made["run"]), made["phot"].as_uri(), made["zout"].as_uri(),
+                             out=str(tmp_path))
+    assert result.matched["sersic_rg4"] == len(made["detected"])
+    assert "z_phot" in Table.read(result.morpho_phot, hdu="DJA").colnames
+
+
 def _independent_flags(t: Table, flux, err, limit, kind):
     """The flag rules written out row by row, apart from the package's code."""
     out = []

@@ -43,6 +43,8 @@ class ReportResult:
         model -> {flag: rows}.
     matched : dict
         model -> matched rows.
+    between : dict
+        secondary model -> rows matched one-to-one to the primary catalog.
     """
 
     out: str
@@ -52,6 +54,7 @@ class ReportResult:
     skipped: dict[str, str] = dc_field(default_factory=dict)
     flag_counts: dict[str, dict[int, int]] = dc_field(default_factory=dict)
     matched: dict[str, int] = dc_field(default_factory=dict)
+    between: dict[str, int] = dc_field(default_factory=dict)
 
     def summary(self) -> str:
         """A few lines: where the page and table are, flags per model."""
@@ -152,4 +155,5 @@ def report(run_dir: str, dja_catalog: str | None = None, zout: str | None = None
     result.index = store.write_text("index.html", page)
     result.flag_counts = {m: mp.flag_counts(m) for m in mp.models}
     result.matched = {m: x.n for m, x in mp.matches.items()}
+    result.between = {m: x.n for m, x in mp.between.items()}
     return result

@@ -13,7 +13,7 @@ from typing import Iterable
 from .figures import Figure, Skipped
 from .flags import FLAG_NAMES
 
-__all__ = ["render_page", "run_summary_rows"]
+__all__ = ["render_page", "run_summary_rows", "psf_rows"]
 
 _CSS = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
@@ -75,6 +75,28 @@ def run_summary_rows(run) -> list[list[str]]:
     noise = s.get("noise_correlation") or {}
     if noise:
         rows.append(["noise correlation factor", _e(", ".join(f"{b} {v}" for b, v in noise.items()))])
+    return rows
+
+
+def psf_rows(run) -> list[list[str]]:
+    """Per band: PSF file, and from ``psf/summary.json`` (PSFs built by the
+    run) the FWHM, stars used and the stamp's share of the light."""
+    built = {}
+    if run.store.exists("psf/summary.json"):
+        try:
+            built = run.store.read_json("psf/summary.json").get("bands") or {}
+        except ValueError:
+            built = {}
+    files = run.record.get("psf_files") or {}
+    rows = []
+    for band in run.bands:
+        info = built.get(band) or {}
+
+        def num(key, fmt):
+            value = info.get(key)
+            return format(float(value), fmt) if isinstance(value, (int, float)) else ""
+        rows.append([_e(band), _e(str(files.get(band, ""))[-60:]), num("fwhm_arcsec", ".3f"),
+                     _e(info.get("n_stars", "")), num("ee_fraction", ".3f")])
     return rows
 
 
@@ -144,6 +166,9 @@ def render_page(run, mp, sections: list[tuple[str, list]], files: dict[str, str]
                                               for label, p in files.items()) + "</p>")
     for title, items in sections:
         parts.append(f"<h2>{_e(title)}</h2>")
+        if title.startswith("Tiling, PSFs"):
+            parts.append(_table(["band", "PSF file", "FWHM (arcsec)", "stars", "EE in stamp"],
+                                psf_rows(run), left=2))
         parts += [_figure(item) for item in items]
     parts.append("</body></html>")
     return "\n".join(parts)
