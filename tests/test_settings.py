@@ -61,7 +61,7 @@ def test_config_init_copies_files(tmp_path):
     ("cluster:\n  retries: two\n", "cluster.retries", "an integer"),
     ("tiling:\n  tile_size: .inf\n", "tiling.tile_size", "a finite number"),
     ("mosaic:\n  enabled: maybe\n", "mosaic.enabled", "true or false"),
-    ("fit:\n  engine: sourcextractor++\n", "fit.engine", "one of builtin"),
+    ("fit:\n  engine: sextractor\n", "fit.engine", "one of builtin, sourcextractor++"),
     ("cluster:\n  n_workers: -1\n", "cluster.n_workers", "at least 1"),
     ("psf:\n  files: {F200W: 3}\n", "psf.files", "a string"),
 ])
