@@ -249,6 +249,24 @@ def test_figures_and_page(with_dja):
     assert "Worst reduced chi2 (sersic_rg4): left out, the run has no mosaic.zarr" in html
 
 
+def test_magnitude_offsets_against_dja(with_dja):
+    """Our fluxes are the truth's within 3 %, DJA's are the truth's in uJy: the
+    annotated median offsets are ~0 (a unit or zero-point slip would be >= 0.1 mag)."""
+    import re
+    result, _ = with_dja
+    html = open(result.index).read()
+    offsets = dict(re.findall(r"(F\d+W) ([+-]\d\.\d+)", html.split("Median offsets:", 1)[1]
+                              .split(".</figcaption>", 1)[0]))
+    assert set(offsets) == {"F200W", "F277W", "F444W"}
+    assert all(abs(float(v)) < 0.03 for v in offsets.values()), offsets
+
+
+def test_ormerod_relation():
+    from dja_sepp.reporting.figures import ormerod_re
+    assert ormerod_re(0) == pytest.approx(4.5)
+    assert ormerod_re(3) == pytest.approx(4.5 * 4 ** -0.71)
+
+
 # --- bad DJA catalogs ------------------------------------------------------------------------
 
 def _bad_cases(made, tmp_path):
@@ -296,6 +314,12 @@ def test_cli_report(made, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "index.html" in out and "gds_morpho-phot.fits" in out
     assert fits.getheader(tmp_path / "rep" / "gds_morpho-phot.fits")["MATCHRAD"] == 0.5
+    # --config: its report: section replaces the run's
+    (tmp_path / "cfg.yaml").write_text("report:\n  match_radius: 0.2\n  snr_min: 5\n")
+    assert main(["report", str(made["run"]), "--config", str(tmp_path / "cfg.yaml"),
+                 "--out", str(tmp_path / "rep2")]) == 0
+    header = fits.getheader(tmp_path / "rep2" / "gds_morpho-phot.fits")
+    assert header["MATCHRAD"] == 0.2 and header["SNRMIN"] == 5
 
 
 def test_report_settings_are_checked(made, tmp_path):
