@@ -10,7 +10,7 @@ import html
 from datetime import datetime, timezone
 from typing import Iterable
 
-from .figures import Figure, Skipped
+from .figures import Skipped
 from .flags import FLAG_NAMES
 
 __all__ = ["render_page", "run_summary_rows", "psf_rows"]
