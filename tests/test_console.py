@@ -43,6 +43,14 @@ def test_clean_run_console_is_short(tmp_path):
     assert re.search(r"\d+/[1-9]\d* sources [^\r]*tiles [01]/2", fit[0]), fit[0]
     mosaic = [line for line in lines if line.lstrip("\r").startswith("mosaic:")]
     assert len(mosaic) == 1 and "100%" in mosaic[0].split("\r")[-1], text
+    # the closing summary: times per stage, flag counts, where every output is
+    assert any(line.startswith("times: setup") and " tiles " in line and " mosaic " in line
+               for line in lines), text
+    assert any(line.startswith("  FLAGS == 0:") for line in lines), text
+    assert "outputs:" in lines, text
+    listed = "\n".join(lines[lines.index("outputs:"):])
+    for name in ("catalog.fits", "catalog_rejected.fits", "mosaic.zarr", "run.yaml", "summary.json"):
+        assert name in listed, name
     # a finished tile folder keeps its status, not the marker of the running attempt
     tiles = sorted((tmp_path / "run" / "tiles").iterdir())
     assert len(tiles) == 2 and all((t / "status.json").exists() for t in tiles)

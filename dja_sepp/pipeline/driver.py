@@ -63,6 +63,13 @@ class RunResult:
     catalog : astropy.table.Table
         The merged catalog of the primary model, read on first access
         (an empty Table when nothing merged).
+    flag_counts : dict
+        Rows of the primary catalog with ``FLAGS == 0`` (key ``clean``) and
+        with each fit flag bit set (by name).
+    dropped_bands : dict
+        band -> ``[n_tiles, reason]``: ok tiles over which the band was blank.
+    outputs : dict
+        What the run wrote (description -> path or URL).
     """
 
     run_dir: str
@@ -78,6 +85,9 @@ class RunResult:
     noise_correlation: dict[str, float] = dc_field(default_factory=dict)
     kept_previous: str | None = None
     unusable_bands: dict[str, str] = dc_field(default_factory=dict)
+    flag_counts: dict[str, int] = dc_field(default_factory=dict)
+    dropped_bands: dict[str, list] = dc_field(default_factory=dict)
+    outputs: dict[str, str] = dc_field(default_factory=dict)
     storage_options: dict | None = dc_field(default=None, repr=False, compare=False)
     usage: dict = dc_field(default_factory=dict)
     _catalog: Table | None = dc_field(default=None, repr=False, compare=False)
@@ -101,6 +111,7 @@ class RunResult:
         self.run_dir, self.catalog_path, self.mosaic_path = map(
             move, (self.run_dir, self.catalog_path, self.mosaic_path))
         self.catalogs = {k: move(v) for k, v in self.catalogs.items()}
+        self.outputs = {k: move(v) for k, v in self.outputs.items()}
 
     @property
     def complete(self) -> bool:
@@ -115,12 +126,21 @@ class RunResult:
         if self.merge:
             lines.append(f"catalog {self.catalog_path}: {self.merge.n_output} sources "
                          f"({self.merge.n_duplicates} duplicates removed)")
+        if self.flag_counts:
+            flags = {k: v for k, v in self.flag_counts.items() if k != "clean"}
+            lines.append(f"  FLAGS == 0: {self.flag_counts.get('clean', 0)} rows"
+                         + ("; flagged: " + ", ".join(f"{k} {v}" for k, v in flags.items())
+                            if flags else "") + " (bits: README, Flag bits)")
         if self.mosaic_path:
             lines.append(f"mosaics {self.mosaic_path}")
         lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
         lines += [f"WARNING: band {b} is unusable over the whole field ({r}): it has no "
                   f"measurements" for b, r in self.unusable_bands.items()]
-        stages = [(k, self.timings[k]) for k in ("setup", "tiles", "merge", "mosaic", "total")
+        partly = {b: v for b, v in self.dropped_bands.items() if b not in self.unusable_bands}
+        if partly:
+            lines.append("bands blank over part of the field (no fluxes there): " + ", ".join(
+                f"{b} over {n} of {self.n_tiles} tiles ({r})" for b, (n, r) in partly.items()))
+        stages = [(k, self.timings[k]) for k in ("setup", "psf", "tiles", "merge", "mosaic", "total")
                   if k in self.timings]
         if stages:
             lines.append("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages))
@@ -130,6 +150,10 @@ class RunResult:
         if self.kept_previous:
             lines.append(f"the earlier run in {self.kept_previous} was better and is kept as it was; "
                          f"this attempt is in {self.run_dir} (--resume {self.run_dir} finishes it)")
+        if self.outputs:
+            lines.append("outputs:")
+            width = max(len(k) for k in self.outputs)
+            lines += [f"  {k:<{width}}  {v}" for k, v in self.outputs.items()]
         return "\n".join(lines)
 
 
@@ -301,6 +325,7 @@ def _finish(final: RunStore, store: RunStore, previous: dict | None, result: Run
     if where.root != store.root:
         result.relocate(store.root, where.root)
     result.kept_previous = None if swapped else final.root
+    result.outputs = _outputs(where, result)
     summary = _summary(result)
     where.write_json("summary.json", summary)
     return result
@@ -311,6 +336,8 @@ def _summary(result: RunResult) -> dict[str, Any]:
             "n_reused": result.n_skipped, "failed": result.failed, "timings": result.timings,
             "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
             "noise_correlation": result.noise_correlation, "unusable_bands": result.unusable_bands,
+            "flag_counts": result.flag_counts, "dropped_bands": result.dropped_bands,
+            "outputs": result.outputs,
             "usage": result.usage}
 
 
@@ -439,6 +466,7 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
     result = RunResult(store.root, None, len(grid.tiles), len(ok_tiles), 0,
                        {t: "not ok" for t in missing})
     result.unusable_bands = _unusable(dropped)
+    result.dropped_bands = _dropped(dropped)
     for band, reason in result.unusable_bands.items():
         log.warning("band %s is unusable over the whole field (%s): no measurements", band, reason)
     # flux errors of each tile were multiplied by its own factor; the field's median is reported
@@ -460,8 +488,56 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
         result.catalogs[model] = store.url(f"{name}.fits")
         if i == 0:
             result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
+            result.flag_counts = flag_counts(merged)
         _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model, cfg)
+    result.outputs = _outputs(store, result)
     return result
+
+
+def _dropped(dropped: list[dict[str, str]]) -> dict[str, list]:
+    """band -> [ok tiles over which it was blank, the first reason]."""
+    out: dict[str, list] = {}
+    for tile in dropped:
+        for band, reason in tile.items():
+            out.setdefault(band, [0, reason])[0] += 1
+    return dict(sorted(out.items()))
+
+
+def flag_counts(cat: Table) -> dict[str, int]:
+    """Rows with ``FLAGS == 0`` (``clean``) and rows with each fit flag bit."""
+    from ..fit.flags import FitFlag
+    if "FLAGS" not in cat.colnames:
+        return {}
+    flags = np.asarray(np.ma.filled(np.ma.asarray(cat["FLAGS"]), 0), dtype=np.int64)
+    out = {"clean": int(np.count_nonzero(flags == 0))}
+    for bit in FitFlag:
+        n = int(np.count_nonzero(flags & int(bit)))
+        if n:
+            out[bit.name] = n
+    return out
+
+
+def _outputs(store: RunStore, result: RunResult) -> dict[str, str]:
+    """The files of a run that exist, described (the closing summary's list)."""
+    out = {}
+    for model, path in result.catalogs.items():
+        out[f"catalog ({model})"] = f"{path} (+ .parquet)"
+        rejected = path.replace(".fits", "_rejected.fits")
+        if store.exists(rejected[len(store.root) + 1:]):
+            out[f"rejected detections ({model})"] = rejected
+    if result.mosaic_path:
+        out["model / residual mosaics"] = result.mosaic_path
+        pngs = [n for n in store.listdir() if n.startswith("mosaic_") and n.endswith(".png")]
+        if pngs:
+            out["quick looks (data / model / residual)"] = store.url(pngs[0]) + (
+                f" and {len(pngs) - 1} more" if len(pngs) > 1 else "")
+    if store.exists("psf/summary.png"):
+        out["PSFs built"] = store.url("psf") + "/ (summary.png: PSFs, encircled energy, stars)"
+    out["per-tile catalogs and status"] = store.url("tiles") + "/"
+    out["tiling"] = store.url("tiles.png") + ", tiles.reg"
+    out["configuration"] = store.url("run.yaml") + " (rerun with --config)"
+    out["this summary"] = store.url("summary.json")
+    return out
 
 
 def _unusable(dropped: list[dict[str, str]]) -> dict[str, str]:
