@@ -329,3 +329,13 @@ def test_report_settings_are_checked(made, tmp_path):
         dja_sepp.report(str(made["run"]), out=str(tmp_path), report__artefact_flags=["AT_BOUNDS"])
     with pytest.raises(SystemExit):
         main(["report", str(made["run"]), "--match-radius", "-1"])
+
+
+def test_gallery_rows():
+    from dja_sepp.reporting.gallery import pick_gallery_rows
+    t = Table({"flag": [2, 1, 2, 0, 3, 2, 2], "CHI2_REDUCED": [1.0, 9.0, 1.1, np.nan, 5.0, 0.9, 2.0]})
+    good, worst = pick_gallery_rows(t, 3, seed=1)
+    assert len(good) == 3 and set(good) <= {0, 2, 5, 6}
+    assert list(worst) == [1, 4, 6]                  # highest reduced chi2 of fitted rows first
+    good, worst = pick_gallery_rows(t, 10, seed=1)
+    assert sorted(good) == [0, 2, 5, 6] and 3 not in worst
