@@ -43,7 +43,7 @@ def empty_results(n: int, mdef: ModelDefinition, bands) -> dict[str, np.ndarray]
            "y_err": np.full(n, np.nan), "CHI2_REDUCED": np.full(n, np.nan),
            "N_ITER": np.zeros(n, np.int32), "STOP_REASON": np.full(n, "not_fitted", dtype="U32"),
            "FLAGS": np.zeros(n, np.int32), "FIT_DURATION": np.zeros(n), "N_BANDS": np.zeros(n, np.int16),
-           "MODEL": np.full(n, mdef.name, dtype="U24")}
+           "MODEL": np.full(n, mdef.name, dtype="U24"), "BOUND_PARAMS": np.full(n, "", dtype="U64")}
     for p in mdef.parameter_names:
         if p not in ("x", "y"):
             out[f"p_{p}"] = np.full(n, np.nan)
@@ -76,6 +76,7 @@ def fill_point_row(out, row: int, fit, bands) -> None:
         out[f"pt_{b}_err"][row] = fit.flux_err[b][0, 0]
     _fill_diagnostics(out, row, fit, bands)
     out["MODEL"][row] = POINT
+    out["BOUND_PARAMS"][row] = ""
     if fit.stop_reason == "max_iterations":
         out["FLAGS"][row] |= int(FitFlag.PARTIAL_FIT)
 
@@ -97,11 +98,25 @@ def fill_row(out, row: int, k: int, fit, mdef: ModelDefinition, bands, blended: 
     flags = 0
     if fit.stop_reason == "max_iterations":
         flags |= FitFlag.PARTIAL_FIT
-    if fit.at_bound[k][[p not in ("x", "y") for p in names]].any():
+    shape_bounds = bound_names(names, fit.at_bound[k])
+    if shape_bounds:
         flags |= FitFlag.AT_BOUND
+    if len(mdef.components) > 1:  # a component's flux at the non-negativity bound (B/T 0 or 1)
+        for b in bands:
+            for c, comp in enumerate(mdef.components):
+                if fit.fluxes[b][k, c] == 0:
+                    shape_bounds.append(f"{comp.name}_{b}=0")
+    out["BOUND_PARAMS"][row] = ",".join(shape_bounds)[:64]
     if blended:
         flags |= FitFlag.BLENDED
     out["FLAGS"][row] |= int(flags)
+
+
+def bound_names(names, sides) -> list[str]:
+    """``name=min`` / ``name=max`` for each shape parameter (not the centre)
+    at an end of its range (``sides``: -1, 0, +1 per parameter)."""
+    return [f"{p}={'min' if s < 0 else 'max'}" for p, s in zip(names, sides)
+            if s and p not in ("x", "y")]
 
 
 def finalize(out, sources: Table, det: BandCutout, mdef: ModelDefinition, bands) -> Table:
@@ -144,7 +159,8 @@ def finalize(out, sources: Table, det: BandCutout, mdef: ModelDefinition, bands)
     _point_fluxes_in(out, mdef, bands)
     _add_fluxes(t, out, mdef, bands, det.zeropoint)
     _point_components_out(t, out, mdef, bands)
-    for name in ("MODEL", "CHI2_REDUCED", "N_ITER", "STOP_REASON", "FIT_DURATION", "N_BANDS"):
+    for name in ("MODEL", "CHI2_REDUCED", "N_ITER", "STOP_REASON", "FIT_DURATION", "N_BANDS",
+                 "BOUND_PARAMS"):
         t[name] = out[name]
     t["FIT_DURATION"].unit = u.s
     t["FLAGS"] = out["FLAGS"] | _artefacts(t) | _bulge_larger(out, mdef)

@@ -52,7 +52,7 @@ class GroupFit:
     n_iter: int
     stop_reason: str
     success: bool
-    at_bound: np.ndarray         # (m, p) bool
+    at_bound: np.ndarray         # (m, p) int8: -1 at the lower end of the range, +1 upper, 0 inside
     models: dict = field(default_factory=dict)  # band -> model image of the group
     chi2: float = float("nan")   # sum of squared weighted pixel residuals
     n_pix: int = 0               # pixels with weight
@@ -251,8 +251,8 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
     dof = max(n_pix - n_par - n_flux, 1)
     cov_z = np.linalg.pinv(jac.T @ jac)
     err = np.sqrt(np.clip(np.diag(cov_z), 0, None)).reshape(prob.m, prob.p) * np.abs(dth)
-    at_bound = np.array([[prob.ranges[i][j].at_bound(th[i, j]) for j in range(prob.p)]
-                         for i in range(prob.m)])
+    at_bound = np.array([[prob.ranges[i][j].bound_side(th[i, j]) for j in range(prob.p)]
+                         for i in range(prob.m)], dtype=np.int8)
     # flux errors marginalised over the shape: conditional covariance of the
     # linear solve plus the shape covariance propagated through df/dz
     flux_err = {b: np.sqrt(np.clip(np.diag(c + g @ cov_z @ g.T), 0, None)).reshape(prob.m, prob.c)

@@ -76,7 +76,12 @@ class Range:
 
     def at_bound(self, value: float, rtol: float = 1e-3) -> bool:
         """True when ``value`` sits at either end (the fit pushed it there)."""
+        return self.bound_side(value, rtol) != 0
+
+    def bound_side(self, value: float, rtol: float = 1e-3) -> int:
+        """-1 at the lower end, +1 at the upper end (within ``rtol`` of the
+        range, in the range's own linear or logarithmic scale), else 0."""
         if self.kind == "free":
-            return False
+            return 0
         p = self._fraction(value)
-        return bool(p < rtol or p > 1 - rtol)
+        return -1 if p < rtol else (1 if p > 1 - rtol else 0)
