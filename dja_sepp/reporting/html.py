@@ -132,7 +132,7 @@ def render_page(run, mp, sections: list[tuple[str, list]], files: dict[str, str]
     files : dict
         label -> relative path of files written beside the page.
     """
-    base = "DJA catalog" if mp.base_kind == "dja" else "our primary catalog (no DJA catalog given)"
+    base = "the DJA catalog" if mp.base_kind == "dja" else "our primary catalog (no DJA catalog given)"
     band = str(mp.settings["limit_band"]).upper()
     if mp.limit is None:
         limit = f"; no {band} magnitude limit for field {_e(run.field)} (report.field_limits)"
