@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1,
                    help="random seed of the simulation (default: %(default)s)")
     p.add_argument("--model", action="append", dest="models", metavar="NAME", help=_model_help())
+    p.add_argument("--truth-psf", action="store_true",
+                   help="fit with the simulator's true PSFs instead of building them from the "
+                        "field's stars")
 
     p = sub.add_parser("size", help="measure a sample of tiles and recommend an instance type, "
                                     "workers, tile size and instance count with predicted cost",
@@ -306,6 +309,10 @@ def _cluster(args: argparse.Namespace) -> dict:
 
 def _report(result) -> int:
     print(result.summary())
+    return _exit_status(result)
+
+
+def _exit_status(result) -> int:
     if not result.complete:
         return EXIT_INCOMPLETE
     return EXIT_DEGRADED if result.degraded else EXIT_OK
@@ -314,8 +321,9 @@ def _report(result) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     result = run_demo(args.out, size=args.size, n_galaxies=args.galaxies, seed=args.seed,
-                      workers=args.workers, models=args.models, fit__passes=args.passes)
-    return _report(result)
+                      workers=args.workers, models=args.models, fit__passes=args.passes,
+                      psf="truth" if args.truth_psf else "build", show_summary=True)
+    return _exit_status(result)   # (the summary is printed before the truth comparison)
 
 
 def _field_setup(args: argparse.Namespace):
@@ -343,8 +351,11 @@ def cmd_tiles(args: argparse.Namespace) -> int:
 
 def cmd_psf(args: argparse.Namespace) -> int:
     from .psf import build_psfs
+    from .progress import shown
     cfg, fld, grid, store = _field_setup(args)
-    for band, path in build_psfs(fld, grid, store, cfg, bands=list(fld.bands)).items():
+    with shown(True):   # a bar over the bands
+        built = build_psfs(fld, grid, store, cfg, bands=list(fld.bands))
+    for band, path in built.items():
         print(f"{band}: {path}")
     return EXIT_OK
 

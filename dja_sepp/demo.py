@@ -4,8 +4,11 @@ The simulated field (GalSim, :mod:`dja_sepp.sim`) is written as DJA-named
 FITS files in ``OUT/images``, its truth in ``OUT/truth.fits``, and the run in
 ``OUT/run``. The tiling is 2 x 2 (or 3 x 3 for larger fields) and the
 simulator places galaxies exactly on core borders and corners, so the demo
-shows ownership and merging at work. The demo ends with the report
-(:mod:`dja_sepp.reporting`) against DJA-format catalogs made from the truth.
+shows ownership and merging at work. The PSFs are built from the field's
+stars, as in a run on real images (``psf="truth"``: the simulator's PSFs).
+The demo ends with the report (:mod:`dja_sepp.reporting`) against
+DJA-format catalogs made from the truth, and with its catalog scored against
+the truth (:func:`compare_with_truth`).
 """
 from __future__ import annotations
 
@@ -13,12 +16,12 @@ import math
 import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .pipeline import RunResult, run
 from .tiling import grid_geometry
 
-__all__ = ["run_demo", "demo_report", "demo_tiling", "border_positions"]
+__all__ = ["run_demo", "demo_report", "compare_with_truth", "demo_tiling", "border_positions"]
 
 DET_SCALE = 0.04  # arcsec, DJA long-wave / detection grid
 ALIGN = 64
@@ -49,19 +52,27 @@ def border_positions(size: float) -> list[tuple[float, float]]:
 
 def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: int = 1,
              workers: int | None = None, models: Sequence[str] | None = None,
-             psf: str = "truth", progress: bool = True, with_report: bool = True,
-             **overrides) -> RunResult:
+             psf: str = "build", progress: bool = True, with_report: bool = True,
+             compare: bool = True, show_summary: bool = False, **overrides) -> RunResult:
     """Simulate a field into ``out/images`` and run the pipeline into ``out/run``.
 
     Parameters
     ----------
-    psf : {"truth", "build"}
-        Use the simulator's true PSFs (default), or build them from the
-        field's stars with the PSF step (needs :mod:`dja_sepp.psf` builders).
+    psf : {"build", "truth"}
+        Build the PSFs from the field's stars with the PSF step, as a run on
+        real images does (default), or use the simulator's true PSFs.
     with_report : bool
         End with :func:`demo_report`: DJA-format catalogs from the truth and
         the report (``out/run/report/index.html``).
+    compare : bool
+        End with the catalog against the simulation's truth
+        (:func:`compare_with_truth`: printed, ``out/truth_comparison.png``
+        and ``.json``).
+    show_summary : bool
+        Print the run's summary before the comparison (the command line).
     """
+    if psf not in ("build", "truth"):
+        raise ValueError(f"psf must be 'build' or 'truth', not {psf!r}")
     from .sim import simulate_field
     out = Path(out)
     images = out / "images"
@@ -78,9 +89,89 @@ def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: i
                  progress=progress, **overrides)
     print(f"dja-sepp demo: images {images}\n  truth {out / 'truth.fits'}\n"
           f"  run {out / 'run'} (catalog {result.catalog_path})", file=sys.stderr)
+    if show_summary:
+        print(result.summary())
     if with_report and result.catalog_path:
         demo_report(out, result.run_dir, sim.truth_path, sim.bands, seed)
+    if compare and result.catalog_path:
+        _, text = compare_with_truth(result.catalog_path, out / "truth.fits", out,
+                                     psf_note="PSFs built by the run" if psf == "build"
+                                     else "the simulator's true PSFs (--truth-psf)")
+        print(text)
     return result
+
+
+def compare_with_truth(catalog, truth, out_dir, psf_note: str = "") -> tuple[Any, str]:
+    """The demo's catalog against its truth (:func:`dja_sepp.sim.score.score_catalog`):
+    a few printed lines (completeness, purity, magnitude offsets per band)
+    and ``out_dir/truth_comparison.png`` / ``.json``; returns ``(score, text)``."""
+    import json
+    from .sim.score import score_catalog
+    out_dir = Path(out_dir)
+    score = score_catalog(catalog, truth)
+    ref = score.reference_band
+    lines = [f"dja-sepp demo: the catalog against the simulation's truth"
+             + (f" ({psf_note})" if psf_note else "") + ":",
+             f"  {score.n_rows} rows, {score.n_true} true objects, {score.n_matched} matched one to "
+             f"one within 0.15\"",
+             f"  completeness {score.completeness:.3f}: true objects brighter than "
+             f"{score.mag_limit:g} mag in {ref} that have a row ({score.n_complete_eligible})",
+             f"  purity {score.purity:.3f}: rows with S/N > 5 in {ref} that are true objects "
+             f"({score.n_snr5})",
+             "  magnitude offsets, measured - true, median (robust scatter, rows):",
+             f"  {'band':>6}  {'S/N > 50':>22}  {'20 < S/N <= 50':>22}"]
+    for band, bs in score.bands.items():
+        def cell(m, sc, n):
+            return f"{m:+.3f} ({sc:.3f}, {n})" if n else "-"
+        lines.append(f"  {band:>6}  {cell(bs.dmag_median_hi, bs.dmag_scatter_hi, bs.n_hi):>22}  "
+                     f"{cell(bs.dmag_median_mid, bs.dmag_scatter_mid, bs.n_mid):>22}")
+    png = _comparison_figure(catalog, truth, score, out_dir / "truth_comparison.png")
+    (out_dir / "truth_comparison.json").write_text(json.dumps(score.to_dict(), indent=1, default=float))
+    lines.append(f"  figure {png}")
+    return score, "\n".join(lines)
+
+
+def _comparison_figure(catalog, truth, score, path: Path) -> Path:
+    """Measured - true magnitude against true magnitude per band, and the
+    fraction of true objects with a row per magnitude bin."""
+    import numpy as np
+    from astropy.table import Table
+    from matplotlib.figure import Figure
+    from .sim.score import _column, _positions, match_one_to_one
+    cat = catalog if isinstance(catalog, Table) else Table.read(catalog)
+    tru = truth if isinstance(truth, Table) else Table.read(truth)
+    ra, dec = _positions(cat, True)
+    rows, trues, _ = match_one_to_one(ra, dec, _column(tru, "RA"), _column(tru, "DEC"), 0.15)
+    bands = list(score.bands)
+    fig = Figure(figsize=(4 * (len(bands) + 1), 3.6))
+    axes = fig.subplots(1, len(bands) + 1, squeeze=False)[0]
+    for ax, band in zip(axes, bands):
+        true_mag = _column(tru, f"MAG_{band}")[trues]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dmag = -2.5 * np.log10(_column(cat, f"FLUX_MODEL_{band}")[rows]
+                                   / _column(tru, f"FLUX_{band}")[trues])
+        ax.scatter(true_mag, dmag, s=6, alpha=0.6)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylim(-1, 1)
+        ax.set_xlabel(f"true {band} [AB mag]")
+        ax.set_ylabel("measured - true [mag]")
+        ax.set_title(band)
+    ref = score.reference_band
+    mag = _column(tru, f"MAG_{ref}")
+    found = np.zeros(len(tru), bool)
+    found[trues] = True
+    edges = np.arange(np.floor(np.nanmin(mag)), np.ceil(np.nanmax(mag)) + 0.5, 0.5)
+    n_all, _ = np.histogram(mag, edges)
+    n_found, _ = np.histogram(mag[found], edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        axes[-1].step(edges[:-1], n_found / n_all, where="post")
+    axes[-1].set_ylim(0, 1.05)
+    axes[-1].set_xlabel(f"true {ref} [AB mag]")
+    axes[-1].set_ylabel("fraction with a catalog row")
+    axes[-1].set_title(f"completeness {score.completeness:.2f}, purity {score.purity:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    return path
 
 
 def demo_report(out: Path, run_dir: str, truth_path, bands, seed: int = 1):
