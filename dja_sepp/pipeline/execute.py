@@ -92,7 +92,8 @@ def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
     # keys unique to this submission: a key still held by the scheduler from an
     # earlier run would hand back that run's result without computing anything
     token = uuid.uuid4().hex[:8]
-    keys = {tile.id: f"tile-{tile.id}-a{attempt}-{token}" for tile in tiles}
+    # named by tile: the dashboard groups tasks by the key's prefix, here tile_r01c02
+    keys = {tile.id: f"tile_{tile.id}-a{attempt}-{token}" for tile in tiles}
     # progress in sources fitted, from the tasks' events (subscribed before they start)
     with shown(progress):
         board = FitBoard(client, list(keys.values()),
