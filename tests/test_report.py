@@ -339,3 +339,37 @@ def test_gallery_rows():
     assert list(worst) == [1, 4, 6]                  # highest reduced chi2 of fitted rows first
     good, worst = pick_gallery_rows(t, 10, seed=1)
     assert sorted(good) == [0, 2, 5, 6] and 3 not in worst
+
+
+def test_report_of_a_run_in_a_bucket(made, tmp_path):
+    """Run directory, DJA catalogs and report on S3 (moto on 127.0.0.1)."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+    import s3fs
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        options = {"key": "testing", "secret": "testing",
+                   "client_kwargs": {"endpoint_url": url, "region_name": "us-east-1"}}
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket="dja")
+        fs = s3fs.S3FileSystem(**options)
+        fs.put(str(made["run"]) + "/", "dja/run/", recursive=True)
+        fs.put(str(made["phot"]), "dja/cat/phot.fits")
+        fs.put(str(made["zout"]), "dja/cat/zout.fits")
+        result = dja_sepp.report("s3://dja/run", "s3://dja/cat/phot.fits", "s3://dja/cat/zout.fits",
+                                 out="s3://dja/run/report_s3", storage_options=options)
+        assert result.index == "s3://dja/run/report_s3/index.html"
+        names = {p.split("/")[-1] for p in fs.ls("dja/run/report_s3")}
+        assert {"index.html", "gds_morpho-phot.fits", "mag_vs_dja.png", "uvj.png"} <= names
+        fs.get("dja/run/report_s3/gds_morpho-phot.fits", str(tmp_path / "mp.fits"))
+        assert np.isfinite(Table.read(tmp_path / "mp.fits", hdu="SERSIC_RG4")["ID"]).sum() == \
+            len(made["detected"])
+        with pytest.raises(InputError, match="s3://dja/cat/nothing.fits"):
+            dja_sepp.report("s3://dja/run", "s3://dja/cat/nothing.fits",
+                            out="s3://dja/run/report_s3", storage_options=options)
+    finally:
+        server.stop()
