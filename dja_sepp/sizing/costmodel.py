@@ -175,8 +175,8 @@ class CostModel:
     rss_base_mb : float
         Resting resident memory of a warmed-up worker (median measured).
     wall_factor : dict
-        ``"machine/workers/threads"`` -> median wall / predicted core-s of the
-        tasks run in that setting (contention, I/O, other load).
+        ``"machine/workers/threads"`` -> median wall / core-s of the tasks
+        run in that setting (contention, I/O, other load).
     speed : dict
         machine -> core-s measured there / predicted by ``time`` (1 for the
         machine the time model was fitted on).
@@ -222,8 +222,7 @@ class CostModel:
         factors = {}
         for key in dict.fromkeys(_setting(r) for r in ok):
             sub = [r for r in ok if _setting(r) == key]
-            pred = time_fit.predict(sub) * speed[sub[0]["machine"]]
-            factors[key] = float(np.median([r["wall_s"] for r in sub] / pred))
+            factors[key] = float(np.median([r["wall_s"] / r["core_s"] for r in sub]))
         warm = float(np.median([r.get("warmup_s", 0.0) for r in mine]))
         return cls(time_fit, mem_fit, base, factors, speed, machine, warm)
 

@@ -231,10 +231,8 @@ def size_field(images, out, models: Sequence[str] | str | None = None, cluster: 
     setup_s = time.perf_counter() - t0
 
     t = cfg["tiling"]
-    cen, rows = None, []
-    if not any(s.cluster["kind"] in ("local", "address") for s in settings):
-        cen = _census_on(fld, grid, cfg, {**cfg["cluster"], "kind": "local"})
-    box = {"census": cen}  # taken on the first local / address cluster when not yet
+    rows: list[dict] = []
+    box: dict = {"census": None}  # the field's detection census, taken on the first cluster
     for setting in settings:
         rows += _measure(setting, fld, cfg, psf_paths, out, box, grid, storage_options, progress,
                          performance_report)
@@ -271,12 +269,6 @@ def _json(value):
 def _public(cluster: Mapping[str, Any]) -> dict:
     """A cluster section without worker environment values (they may be secrets)."""
     return {k: v for k, v in cluster.items() if k != "worker_env"}
-
-
-def _census_on(fld, grid, cfg, cluster_section):
-    from ..pipeline.execute import client_for
-    with client_for(None, {"cluster": cluster_section}) as client:
-        return census(fld, grid, cfg, client)
 
 
 def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_grid,
