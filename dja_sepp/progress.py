@@ -158,9 +158,12 @@ class FitBoard:
         if isinstance(msg, dict) and msg.get("key") in self._wanted:
             self.state[msg["key"]] = (float(msg.get("done") or 0.0), msg.get("total"))
 
-    def finish(self, key: str, ok: bool) -> None:
+    def finish(self, key: str, ok: bool, n_sources: int | None = None) -> None:
+        """A tile ended; ``n_sources``: its count when its engine reported none."""
         self.finished.add(key)
         self.failed += not ok
+        if self.state.get(key, (0.0, None))[1] is None and n_sources:
+            self.state[key] = (float(n_sources), float(n_sources))
 
     def counts(self) -> tuple[float, float]:
         """(sources fitted, sources expected) over all tiles."""

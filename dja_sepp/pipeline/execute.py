@@ -114,7 +114,7 @@ def _submit_and_wait(client, tiles, field, config, store, psf_paths, progress,
                 except Exception as exc:  # KilledWorker, CommClosed...: the tile failed, the run goes on
                     out[tile.id] = _failure(tile, exc)
                     _record(store, tile, out[tile.id])
-                board.finish(fut.key, out[tile.id].get("state") == "ok")
+                board.finish(fut.key, out[tile.id].get("state") == "ok", out[tile.id].get("n_sources"))
             for fut in _overdue(pending, futures, store, limit):
                 tile = futures[fut]
                 _stop(client, fut, store, tile)
