@@ -138,7 +138,7 @@ def test_demo_ends_with_the_report(tiny_report, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(demo, "run", lambda *a, **k: result)
     index = Path(result.run_dir) / "report" / "index.html"
     index.unlink()
-    demo.run_demo(tmp_path / "demo", size=8.0, n_galaxies=4, progress=False)
+    demo.run_demo(tmp_path / "demo", size=8.0, n_galaxies=4, progress=False, compare=False)
     assert index.exists()
     assert "dja-sepp demo: report" in capsys.readouterr().err
     assert (tmp_path / "demo" / "dja" / "demo-fix_phot_apcorr.fits").exists()
