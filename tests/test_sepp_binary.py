@@ -97,7 +97,7 @@ def test_engine_models_mean_what_ours_do(tmp_path):
         bands.append(image.cutout((slice(0, ny * image.factor), slice(0, nx * image.factor)), psf=psf))
     engine = SeppEngine()
     cat = engine.fit(sources, det, bands, "sersic_rg4", cfg["fit"])
-    assert len(cat) == len(sources) and cat.meta["SEPP_CPU"] > 0
+    assert len(cat) == len(sources) and cat.meta["SUBPROCESS_CPU"] > 0
     for cut in bands:
         model = engine.render(cat, cut, "sersic_rg4")
         chi = (cut.sci - model) * np.sqrt(cut.wht)

@@ -120,7 +120,7 @@ class SeppEngine(Engine):
         scratch = tempfile.mkdtemp(prefix="dja_sepp_", dir=sopts.get("scratch") or None)
         try:
             cmd = prepare_inputs(Path(scratch), sources, rows, detection, bands, mdef, sopts, exe)
-            wall, cpu = run_sepp(cmd, Path(scratch), sopts)
+            _, cpu = run_sepp(cmd, Path(scratch), sopts)
             table = Table.read(Path(scratch) / "catalog.fits", hdu=1)
         finally:
             if sopts.get("keep_files"):
@@ -130,7 +130,7 @@ class SeppEngine(Engine):
         out = parse_catalog(table, sources, rows, detection, mdef, names)
         out["FLAGS"][~rows] |= int(FitFlag.NOT_FITTED)
         result = finalize(out, sources, detection, mdef, names)
-        result.meta.update(SEPP_WALL=wall, SEPP_CPU=cpu)  # the SE++ process (not this thread)
+        result.meta["SUBPROCESS_CPU"] = cpu  # SE++'s own CPU seconds (not in this thread's)
         return result
 
     def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:
