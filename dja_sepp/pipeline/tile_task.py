@@ -206,6 +206,9 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
                 warnings.simplefilter("ignore", RuntimeWarning)
                 engine = get_engine(engine_for(config["fit"], model))  # per model (fit.model_engines)
                 fitted = engine.fit(sources, det, bands, model, options=config["fit"])
+        child_cpu = fitted.meta.pop("SUBPROCESS_CPU", None)  # an engine's own process (SE++) is not
+        if child_cpu is not None:                      # in this thread's CPU time
+            timings["fit_subprocess_cpu"] = timings.get("fit_subprocess_cpu", 0.0) + float(child_cpu)
         with _timed(timings, "write"):
             # sources on the edge of a band's coverage: flagged, fluxes NaN below fit.min_coverage
             apply_coverage(fitted, sources, det, bands, config["fit"])
