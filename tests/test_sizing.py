@@ -187,6 +187,25 @@ def test_workers_are_cut_to_what_fits_in_memory():
     assert {r["workers"] for r in recs if r["instance_type"] == "r7i.4xlarge"} == {8, 9}
 
 
+def test_unmeasured_types_take_the_core_speed_and_thread_penalty_not_the_local_load():
+    from dja_sepp.sizing.recommend import evaluate
+    # measured on a busy machine: wall = 3 x core-s with one thread, 4.5 x with two
+    rows = _rows(6, factor=3.0) + [dict(r, threads=2, wall_s=r["core_s"] * 4.5) for r in _rows(6, seed=5)]
+    model = CostModel.fit(rows)
+    assert model.thread_penalty(1) == 1.0 and model.thread_penalty(2) == pytest.approx(1.5)
+    prices, sizing, tiles = load_prices(), load_config()["sizing"], _field(8)
+    inst = prices.instances["c7a.4xlarge"]                  # 16 cores, no SMT
+    fixed = prices.startup_minutes * 60 + model.warmup_s
+    one = evaluate(model, tiles, inst, 16, 1, 60.0, prices, sizing, setup_s=0.0)
+    assert one["n_instances"] == 1
+    assert one["predicted_wall_h"] == pytest.approx((fixed + max(model.core_s(tiles))) / 3600, abs=1e-4)
+    two = evaluate(model, tiles, inst, 8, 2, 60.0, prices, sizing, setup_s=0.0)
+    assert two["predicted_wall_h"] == pytest.approx((fixed + 1.5 * max(model.core_s(tiles))) / 3600, abs=1e-4)
+    smt = evaluate(model, tiles, prices.instances["c7i.4xlarge"], 16, 1, 60.0, prices, sizing, setup_s=0.0)
+    assert smt["predicted_wall_h"] == pytest.approx(
+        (fixed + prices.smt_slowdown * max(model.core_s(tiles))) / 3600, abs=1e-4)
+
+
 def test_worker_layouts_per_core_and_per_vcpu():
     prices = load_prices()
     assert worker_layouts(prices.instances["c7i.4xlarge"], [1, 2]) == [(8, 1), (16, 1), (4, 2), (8, 2)]
@@ -237,8 +256,8 @@ def tiny(tmp_path_factory):
     return images, psf_args
 
 
-#: 2.56" cores (64 px), 1" halo: 3 x 4 tiles on the 160 x 224 px tiny field, 4 sources
-_TINY = ["--tile-size", "2.56", "--overlap", "1.0"]
+#: 6.4" -> 128 px cores, 1" halo: 2 x 2 tiles on the 160 x 224 px tiny field (4 sources)
+_TINY = ["--tile-size", "6.4", "--overlap", "1.0"]
 
 
 def test_size_command_writes_the_sizing_contract(tiny, tmp_path, capsys):
@@ -256,14 +275,14 @@ def test_size_command_writes_the_sizing_contract(tiny, tmp_path, capsys):
     assert len(data["measured"]) == 2
     for row in data["measured"]:
         assert row["machine"] == "local" and row["workers"] == 1 and row["threads"] == 1
-        assert row["tile_size_arcsec"] == 2.56 and row["state"] == "ok"
+        assert row["tile_size_arcsec"] == 6.4 and row["state"] == "ok"
         for key in ("n_sources", "n_bands", "mpix", "core_s", "wall_s", "peak_rss_mb"):
             assert row[key] >= 0, key
         assert row["n_bands"] == 2 and row["peak_rss_mb"] > row["rss_base_mb"] > 0
     assert data["model"]["time"]["terms"] and data["model"]["memory"]["terms"]
     assert data["model"]["time"]["target"] == "core_s per tile"
     f = data["field"]
-    assert f["n_sources"] == 4 and f["n_bands"] == 2 and f["n_tiles"] == 12
+    assert f["n_sources"] == 4 and f["n_bands"] == 2 and f["n_tiles"] == 4
     assert f["predicted_core_s"] > 0 and f["machine"] == "local"
     assert f["here"]["workers"] == 1 and f["here"]["predicted_wall_s"] > 0
     recs = data["recommendations"]
@@ -312,7 +331,7 @@ def test_ec2_sizing_runs_through_the_requests_without_aws(tiny, tmp_path, monkey
 
     monkeypatch.setattr(ec2, "ec2_cluster", fake_ec2_cluster)
     images, psf_args = tiny
-    cfg = {"tiling": {"tile_size": 2.56, "overlap": 1.0},
+    cfg = {"tiling": {"tile_size": 6.4, "overlap": 1.0},
            "cluster": {"ec2": {"ami": "ami-0123", "allowed_cidr": "203.0.113.7/32"}},
            "sizing": {"instance_types": ["c7a.xlarge", "m7i.2xlarge"], "workers": [2], "sample": 1}}
     result = size_field(images, tmp_path / "ec2", cluster="ec2", config=cfg, psfs=_psfs(psf_args),
@@ -336,7 +355,7 @@ def test_run_records_resources_prints_cost_and_saves_the_performance_report(tiny
     images, psf_args = tiny
     out = tmp_path / "run"
     result = dja_sepp.run(images, out, psfs=_psfs(psf_args), cluster=dask_client, progress=False,
-                          mosaic=False, performance_report=True, tiling__tile_size=2.56, tiling__overlap=1.0)
+                          mosaic=False, performance_report=True, tiling__tile_size=6.4, tiling__overlap=1.0)
     assert result.complete
     text = result.summary()
     assert "core-s per source-band" in text and "on c7i.4xlarge" in text

@@ -253,6 +253,17 @@ class CostModel:
             return max(same)[1]
         return float(np.median(list(self.wall_factor.values()))) if self.wall_factor else 1.0
 
+    def thread_penalty(self, threads: int) -> float:
+        """Wall / core-s factor of ``threads`` threads per worker relative to
+        single-threaded workers on the machine measured (1 for one thread, or
+        when either was not measured)."""
+        if threads == 1:
+            return 1.0
+        keys = [k for k in self.wall_factor if k.startswith(self.machine + "/")]
+        if not any(k.endswith(f"/{threads}") for k in keys) or not any(k.endswith("/1") for k in keys):
+            return 1.0
+        return self.factor(self.machine, 10 ** 6, threads) / self.factor(self.machine, 10 ** 6, 1)
+
     def relative_error(self, tiles: Sequence[Mapping[str, Any]]) -> float:
         """Relative standard error of the field's total core-s (NaN: unknown)."""
         total, err = self.total_core_s(tiles)

@@ -5,8 +5,9 @@ threads per worker measured, and workers per instance (one per physical core,
 or one per vCPU), and every tile size swept: the workers that fit in memory
 (each needs its resting size plus ``threads`` times the rise of the field's
 largest tile, within ``sizing.memory_fraction`` of the instance), the tile
-tasks' wall times (predicted core-s x the machine's speed x the setting's
-measured wall factor, x ``smt_slowdown`` where workers share a core's
+tasks' wall times (predicted core-s x the machine's speed; on a type measured
+on EC2 x its measured wall / core-s factor, else x the measured penalty of
+threads per worker and ``smt_slowdown`` where workers share a core's
 hyperthreads), and the number of instances: the cheapest that meets
 ``sizing.target_hours`` (or simply the cheapest). Wall time = setup (the PSF
 step, measured) + instance start-up + the tiles scheduled longest first on all
@@ -58,8 +59,11 @@ def evaluate(model: CostModel, tiles: Sequence[Mapping[str, Any]], inst: Instanc
     if inst.name in measured:  # measured on this type: its own speed and wall factor
         per_tile = model.core_s(tiles, inst.name) * model.factor(inst.name, workers, threads)
     else:
+        # the machine measured lends its core speed and the relative cost of threads per worker,
+        # not its own contention or other load: a dedicated instance runs a single-threaded
+        # worker's tile in its core-s (x smt_slowdown where two workers share a core)
         smt = prices.smt_slowdown if slots > inst.cores else 1.0
-        per_tile = model.core_s(tiles) * inst.speed * smt * model.factor(model.machine, slots, threads)
+        per_tile = model.core_s(tiles) * inst.speed * smt * model.thread_penalty(threads)
     startup = prices.startup_minutes * 60.0
     price = inst.price(market)
     sched = prices.scheduler_price(market)
