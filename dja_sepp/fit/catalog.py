@@ -352,7 +352,10 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
         x_lo, y_lo = xc - half, yc - half
         if x_lo >= nx or y_lo >= ny or xc + half < 0 or yc + half < 0:
             continue
-        bg = BandGrid((2 * half + 1, 2 * half + 1), a, p0 - np.array([x_lo, y_lo]), psf, pad)
+        here = psf
+        if grid.psf.variable:   # evaluated at the source (mosaic position: cutout origin + p0)
+            here = grid.psf.stamp(x=grid.origin[1] + p0[0], y=grid.origin[0] + p0[1], oversampling=1)
+        bg = BandGrid((2 * half + 1, 2 * half + 1), a, p0 - np.array([x_lo, y_lo]), here, pad)
         stamp = np.zeros(bg.shape)
         for profile, re, q, pa, n, flux in comps:
             phi = np.arctan2(np.cos(np.radians(pa)), -np.sin(np.radians(pa)))

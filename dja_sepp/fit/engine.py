@@ -362,7 +362,10 @@ def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segmen
         seg = segments_on_band(det.segmap, affine, sl)
         other = (seg > 0) & ~np.isin(seg, list(keep_segments))
         weight[other] = 0.0
-    psf = band.psf.stamp(oversampling=1)
+    # a variable PSF at the window's centre on the band mosaic (origin: the
+    # cutout's place in it); a constant one ignores the position
+    psf = band.psf.stamp(x=band.origin[1] + (x_lo + x_hi - 1) / 2.0,
+                         y=band.origin[0] + (y_lo + y_hi - 1) / 2.0, oversampling=1)
     # PSF wings longer than the rendered region cannot reach the window: the
     # fit's kernel stops there (exact, and keeps the FFTs small)
     reach = max(y_hi - y_lo, x_hi - x_lo) + 2 * BandGrid.margin

@@ -49,6 +49,9 @@ class PSF:
     pixel_scale: float = 0.0
     oversampling: int = 1
     ee_fraction: float = 1.0
+    #: True when :meth:`stamp` depends on the position (PSFEx polynomials):
+    #: the engines then evaluate it at each group's / source's position
+    variable: bool = False
 
     def stamp(self, x: float | None = None, y: float | None = None,
               oversampling: int = 1) -> np.ndarray:

@@ -59,6 +59,7 @@ class PSFExPSF(PSF):
         if abs(self.sampling - 1.0) > 1e-6:
             raise ValueError(f"{path}: PSF_SAMP = {self.sampling}; only native sampling (1.0) is supported")
         self.band, self.pixel_scale, self.oversampling = band, float(pixel_scale), 1
+        self.variable = self.degree > 0
         self.ee_fraction = float(h.get("EEFRAC", 1.0))
         self.path = str(path)
 
