@@ -141,6 +141,12 @@ def _read_table(path: str, storage_options: dict | None, what: str) -> Table:
         raise InputError(f"{path}: {what} not found") from None
     except Exception as exc:
         raise InputError(f"{path}: {what} could not be read ({exc})") from exc
+    if data[:2] == b"\x1f\x8b":   # .fits.gz (DJA ships catalogs compressed too)
+        import gzip
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: {what} is a damaged gzip file ({exc})") from exc
     fmt = "parquet" if str(path).endswith(".parquet") else None
     try:
         if fmt == "parquet":
