@@ -227,7 +227,7 @@ def prepare_inputs(folder: Path, sources: Table, rows: np.ndarray, detection: Ba
             "--tile-memory-limit", str(int(sopts["tile_memory"])),
             "--tile-size", str(int(sopts["tile_size"])),
             "--model-fitting-iterations", str(int(sopts["cli_iterations"])),
-            "--progress-min-interval", str(float(sopts["progress_interval"])),
+            "--progress-min-interval", str(max(1, int(round(float(sopts["progress_interval"]))))),
             "--log-level", "INFO"]
 
 
