@@ -2,7 +2,7 @@
 
 GalSim scenes of isolated bulge + disk galaxies (de Vaucouleurs bulge +
 exponential disk, B/T rising with wavelength) drawn as the simulated field of
-``dja_sepp.sim.field`` draws them (the issue's field: mag 21-25, disk r_e
+``dja_sepp.sim.field`` draws them (``dja_sepp.sim.scenes.bulge_disk_grid``) (the issue's field: mag 21-25, disk r_e
 0.06-0.35" x 10^(0.12 (25 - mag)), bulge 0.2-0.5 x disk, so many bulges are
 barely resolved; q_d 0.2-1, q_b 0.6-1, B/T0 0.1-0.7), on a grid, in F150W
 (0.02"), F277W and F444W (0.04"), white noise, the truth PSFs; our
@@ -32,35 +32,8 @@ import numpy as np  # noqa: E402
 
 BANDS = ("F150W", "F277W", "F444W")
 REF = "F277W"
-SPACING = 96
+SPACING = 96          # detection pixels between galaxies (--spacing 48: neighbours' wings overlap)
 SIGMA = 0.02
-
-
-def field_like(rng, nrows: int, ncols: int):
-    """Bulge + disk truths as ``dja_sepp.sim.field`` draws them, on a grid."""
-    from astropy.table import Table
-    from dja_sepp.bands import pivot_wavelength
-    n = nrows * ncols
-    yy, xx = np.mgrid[0:nrows, 0:ncols]
-    t = Table()
-    t["KIND"] = ["bulge+disk"] * n
-    t["X_DET"] = (xx.ravel() + 0.5) * SPACING + rng.uniform(-0.5, 0.5, n)
-    t["Y_DET"] = (yy.ravel() + 0.5) * SPACING + rng.uniform(-0.5, 0.5, n)
-    mag = rng.uniform(21.0, 25.0, n)
-    re = np.clip(10 ** (rng.uniform(np.log10(0.06), np.log10(0.35), n) + 0.12 * (25 - mag)), 0.05, 0.6)
-    t["MAG_REF"], t["RE"], t["RE_DISK"] = mag, re, re
-    t["RE_BULGE"] = re * rng.uniform(0.2, 0.5, n)
-    t["Q"] = t["Q_D"] = rng.uniform(0.2, 1.0, n)
-    t["Q_B"] = rng.uniform(0.6, 1.0, n)
-    t["ANGLE"] = rng.uniform(0, 180, n)
-    t["BETA"] = rng.normal(0.3, 0.6, n)
-    t["BT0"] = rng.uniform(0.1, 0.7, n)
-    t["N"] = np.full(n, np.nan)
-    for b in BANDS:
-        lam = pivot_wavelength(b)
-        t[f"FLUX_{b}"] = 10 ** (-0.4 * (mag - 28.9)) * (lam / 3.0) ** t["BETA"]
-        t[f"BT_{b}"] = np.clip(t["BT0"] * (lam / 2.0) ** 0.3, 0, 1)
-    return t
 
 
 def built_like(psf, blur: float = 0.35, size: int = 35):
@@ -77,19 +50,19 @@ def built_like(psf, blur: float = 0.35, size: int = 35):
                     ee_fraction=float(core.sum() / data.sum()))
 
 
-def make(n_gal: int, seed: int, psf: str = "truth"):
+def make(n_gal: int, seed: int, psf: str = "truth", spacing: int = SPACING):
     """The scene and its detections matched to the truth; ``psf``: the
     fits use the truth PSFs or :func:`built_like` ones."""
     from dja_sepp.bands import is_short_wave
     from dja_sepp.settings import load_config
-    from dja_sepp.sim.scenes import detect_and_match, make_scene
+    from dja_sepp.sim.scenes import bulge_disk_grid, detect_and_match, make_scene
     cfg = load_config()
     cfg["detection"]["thresh"] = 1.5
     cfg["fit"]["passes"] = 1
     ncols = min(n_gal, 6)
     nrows = int(np.ceil(n_gal / ncols))
-    truth = field_like(np.random.default_rng(seed), nrows, ncols)
-    scene = make_scene(truth, (nrows * SPACING, ncols * SPACING),
+    truth = bulge_disk_grid(np.random.default_rng(seed), nrows, ncols, spacing, BANDS)
+    scene = make_scene(truth, (nrows * spacing, ncols * spacing),
                        {b: 2 if is_short_wave(b) else 1 for b in BANDS}, SIGMA, seed + 1)
     if psf == "built":
         for cut in scene.bands:
@@ -159,9 +132,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["B+D", "B+D_corr", "B+D_free"])
     ap.add_argument("--label", default="current")
     ap.add_argument("--psf", choices=("truth", "built"), default="truth")
+    ap.add_argument("--spacing", type=int, default=SPACING)
+    ap.add_argument("--restart", type=float, default=None, help="fit.bd_restart (default: the config's)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    cfg, scene, sources, nearest, found = make(args.galaxies, args.seed, args.psf)
+    cfg, scene, sources, nearest, found = make(args.galaxies, args.seed, args.psf, args.spacing)
+    if args.restart is not None:
+        cfg["fit"]["bd_restart"] = args.restart
     results = []
     for model in args.models:
         results.append(measure(model, cfg, scene, sources, nearest, found))
@@ -172,7 +149,8 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.loads(path.read_text()) if path.exists() else {}
         data[f"{args.label}/{args.psf}"] = {"galaxies": args.galaxies, "seed": args.seed, "bands": list(BANDS),
-                            "psf": args.psf, "results": results}
+                            "psf": args.psf, "spacing": args.spacing,
+                                                "bd_restart": cfg["fit"].get("bd_restart"), "results": results}
         path.write_text(json.dumps(data, indent=1))
         print(f"wrote {path} [{args.label}/{args.psf}]")
 

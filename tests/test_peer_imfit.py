@@ -161,6 +161,7 @@ def test_sersic_rg4_caps_a_large_galaxy_and_says_so(ic3478):
     image, ref = ic3478
     row = _fit_ours(*image, "sersic_rg4", (ref["x"], ref["y"]))
     assert row["FLAGS"] & int(FitFlag.AT_BOUND)
+    assert "re=max" in str(row["BOUND_PARAMS"]).split(",")   # the parameter and its bound named
     assert row["RADIUS"] / SCALE < 0.7 * ref["re"]
 
 

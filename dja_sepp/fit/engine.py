@@ -147,6 +147,7 @@ class _TileState:
         self.models: dict[int, dict] = {}
         self.fitted_on: dict[int, list] = {}  # group -> the pixels and weights of its last fit
         self.refits_skipped = 0
+        self.restarts = 0   # bulge + disk fits started again from a small bulge
 
     def _unchanged(self, gi: int, data: list) -> bool:
         """True when group ``gi``'s window holds the pixels of its last fit
@@ -310,6 +311,7 @@ class _TileState:
         try:
             fit = fit_group(mdef, starts, ranges, contexts, data, int(opts["max_iterations"]),
                             float(opts["tolerance"]))
+            fit = self._restart_bulge(mdef, fit, starts, ranges, contexts, data)
         except Exception as exc:  # flagged, never fatal for the tile
             if not quiet:
                 log.warning("fit of source rows %s failed: %s: %s", list(rows), type(exc).__name__, exc)
@@ -318,6 +320,43 @@ class _TileState:
             return None
         fit.theta[:, 0] += x0
         fit.theta[:, 1] += y0
+        return fit
+
+
+    def _restart_bulge(self, mdef, fit, starts, ranges, contexts, data):
+        """A bulge + disk fit that ended with a shape parameter at a bound or
+        its bulge larger than its disk is fitted again from a small bulge
+        (``fit.bd_restart`` x its starting r_e) inside the same disk; the fit
+        with the lower objective (chi2 + priors) is kept.
+
+        Bulge and disk start at the same r_e (SE++'s ``o.radius`` for both):
+        from there the fit can as well grow the bulge into the outer light as
+        shrink it into the core, and the first lands on r_b's upper bound
+        with B/T ~ 0.5 (measured: 3 of 18 bright fits, B/T off by 0.2-0.35).
+        """
+        factor = float(self.opts.get("bd_restart") or 0.0)
+        comps = {c.name: c for c in mdef.components}
+        if factor <= 0 or not {"bulge", "disk"} <= set(comps):
+            return fit
+        names = mdef.parameter_names
+        rb, rd = comps["bulge"].geometry.get("re"), comps["disk"].geometry.get("re")
+        if not (isinstance(rb, str) and isinstance(rd, str)):
+            return fit
+        jb, jd = names.index(rb), names.index(rd)
+        swapped = fit.theta[:, jb] > fit.theta[:, jd]
+        if not (swapped.any() or np.any(fit.at_bound[:, 2:])):
+            return fit
+        alt = starts.copy()
+        for i, rr in enumerate(ranges):
+            lo, hi = rr[jb].lo, rr[jb].hi
+            alt[i, jb] = float(np.clip(factor * starts[i, jb], lo + 1e-3 * (hi - lo), hi))
+        second = fit_group(mdef, alt, ranges, contexts, data, int(self.opts["max_iterations"]),
+                           float(self.opts["tolerance"]))
+        self.restarts += 1
+        if second.objective < fit.objective:
+            second.n_iter += fit.n_iter
+            return second
+        fit.n_iter += second.n_iter
         return fit
 
 

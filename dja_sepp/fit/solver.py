@@ -5,11 +5,13 @@ Nonlinear parameters (shape, shared by all bands) live in an unbounded space
 fluxes of every component in every band are solved exactly by weighted linear
 least squares (non-negative when a model has several components, so B/T stays
 in [0, 1]); the Jacobian of the projected residuals follows Kaufman's
-approximation. Priors enter as extra residuals, the B/T band prior as a
-linearised row of the flux solve.
+approximation. Priors enter as extra residuals; the B/T band prior (a
+Gaussian on the transformed B/T, as SE++ applies it) is part of the exact
+flux solve and its residuals join the others.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -56,6 +58,7 @@ class GroupFit:
     models: dict = field(default_factory=dict)  # band -> model image of the group
     chi2: float = float("nan")   # sum of squared weighted pixel residuals
     n_pix: int = 0               # pixels with weight
+    objective: float = float("nan")  # chi2 + every prior's squared residual (what LM minimised)
 
 
 class _Problem:
@@ -108,52 +111,49 @@ class _Problem:
         return tmpl, dtmpl
 
     def solve_fluxes(self, band: BandData, tmpl: np.ndarray):
+        """Fluxes ``f`` (m*c) of one band, the weighted design matrix ``a``,
+        that matrix with the band prior's Gauss-Newton rows at ``f``
+        appended (for the flux covariance), and the band prior's residuals.
+
+        With a B/T band prior (two components, as SE++ has it: a Gaussian on
+        the transformed B/T of each member) the fluxes minimise
+        ``|a f - y|^2 + sum_i ((T(bt_i) - mu) / sigma)^2`` over ``f >= 0``
+        exactly: see :func:`_solve_bt_prior`."""
         a = tmpl.T * band.sw[:, None]
         y = band.y
-        rows_a, rows_y = self._bt_prior_rows(band, a, y)
-        if rows_a is not None:
-            a_full, y_full = np.vstack([a, rows_a]), np.concatenate([y, rows_y])
-        else:
-            a_full, y_full = a, y
+        prior = self._band_prior(band)
+        if prior is not None:
+            f, rows, resid = _solve_bt_prior(a, y, self.m, self.c, *prior)
+            return f, a, np.vstack([a, rows]), resid
         if self.c > 1:
-            f, _ = nnls(a_full, y_full, maxiter=50 * a.shape[1])
+            f, _ = nnls(a, y, maxiter=50 * a.shape[1])
         else:
-            f = np.linalg.lstsq(a_full, y_full, rcond=None)[0]
-        return f, a, a_full
+            f = np.linalg.lstsq(a, y, rcond=None)[0]
+        return f, a, a, np.zeros(0)
 
-    def _bt_prior_rows(self, band: BandData, a: np.ndarray, y: np.ndarray):
-        if not self.model.band_priors or band.wavelength is None:
-            return None, None
-        f0 = np.linalg.lstsq(a, y, rcond=None)[0].reshape(self.m, self.c)
-        rows = []
-        names = [c.name for c in self.model.components]
-        for bp in self.model.band_priors:
-            k = names.index(bp.component)
-            mu = evaluate(bp.mean, {"L": band.wavelength}, "band prior mean")
-            sig = evaluate(bp.sigma, {"L": band.wavelength}, "band prior sigma")
-            # linearise the transformed-space Gaussian at its mode
-            bt0, slope = _invert_transform(bp.transform, mu)
-            sig_bt = sig / slope
-            for i in range(self.m):
-                total = max(abs(f0[i].sum()), 1e-30)
-                row = np.zeros(self.m * self.c)
-                row[i * self.c:(i + 1) * self.c] = -bt0
-                row[i * self.c + k] += 1.0
-                rows.append(row / (sig_bt * total))
-        return np.array(rows), np.zeros(len(rows))
+    def _band_prior(self, band: BandData):
+        """``(k, table, mu, sigma)`` of the model's B/T prior in this band
+        (``k`` the bulge component; ``table`` the transform on a B/T grid),
+        or None (no prior, no wavelength, or not two components)."""
+        if not self.model.band_priors or band.wavelength is None or self.c != 2:
+            return None
+        bp = self.model.band_priors[0]
+        k = [c.name for c in self.model.components].index(bp.component)
+        mu = evaluate(bp.mean, {"L": band.wavelength}, "band prior mean")
+        sig = evaluate(bp.sigma, {"L": band.wavelength}, "band prior sigma")
+        return k, _transform_table(bp.transform), mu, sig
 
     def evaluate(self, z: np.ndarray, final: bool = False):
         key = z.tobytes()
         if key == self._cache_key and not final:
             return self._cache
         th, dth = self.theta(z)
-        res, jac, fluxes, covs, models = [], [], {}, {}, {}
+        res, jac, fluxes, covs, models, res_prior = [], [], {}, {}, {}, []
         for band in self.bands:
             tmpl, dtmpl = self.templates(band, th)
-            f, a, a_full = self.solve_fluxes(band, tmpl)
+            f, a, a_full, r_prior = self.solve_fluxes(band, tmpl)
             r = a @ f - band.y
-            q, _ = np.linalg.qr(a_full[:, f != 0] if self.c > 1 else a_full)
-            q = q[:a.shape[0]]
+            q, _ = np.linalg.qr(a[:, f != 0] if self.c > 1 else a)
             fm = f.reshape(self.m, self.c)
             cols = np.einsum("mcpn,mc->mpn", dtmpl, fm).reshape(self.m * self.p, -1) * band.sw[None, :]
             if final:  # only needed once, at the optimum
@@ -163,11 +163,15 @@ class _Problem:
             cols = cols - (cols @ q) @ q.T  # project out the flux directions (Kaufman)
             res.append(r)
             jac.append(cols.T)
+            if r_prior.size:  # the B/T prior's residuals; they move with the shape only through
+                res_prior.append(r_prior)  # the fluxes, to first order not at all (Kaufman)
             fluxes[band.name] = fm
         r_pix = np.concatenate(res)
         j_pix = np.vstack(jac) * dth.ravel()[None, :]
         r_pri, j_pri = self._priors(z, th)
-        out = (np.concatenate([r_pix, r_pri]), np.vstack([j_pix, j_pri]), r_pix, fluxes, covs,
+        r_band = np.concatenate(res_prior) if res_prior else np.zeros(0)
+        out = (np.concatenate([r_pix, r_pri, r_band]),
+               np.vstack([j_pix, j_pri, np.zeros((r_band.size, j_pix.shape[1]))]), r_pix, fluxes, covs,
                models, th, dth)
         self._cache_key, self._cache = key, out
         return out
@@ -194,14 +198,70 @@ class _Problem:
         return (evaluate(transform, dict(zip(names, th_i)), "prior") - mean) / sigma
 
 
-def _invert_transform(transform: str, target: float) -> tuple[float, float]:
-    """Value where the (monotonic) transform equals ``target``, and its slope there."""
-    grid = np.linspace(1e-4, 1 - 1e-4, 2001)
-    vals = np.array([evaluate(transform, {"bt": g}, "band prior") for g in grid])
-    k = int(np.clip(np.searchsorted(vals, target), 1, len(grid) - 1))
-    bt = float(np.interp(target, vals, grid))
-    slope = float((vals[k] - vals[k - 1]) / (grid[k] - grid[k - 1]))
-    return bt, max(slope, 1e-6)
+_BT_GRID = np.linspace(0.0, 1.0, 2001)
+
+
+@functools.lru_cache(maxsize=16)
+def _transform_table(transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """The band prior's transform ``T(bt)`` and its slope on :data:`_BT_GRID`."""
+    vals = np.array([evaluate(transform, {"bt": g}, "band prior") for g in _BT_GRID])
+    return vals, np.gradient(vals, _BT_GRID)
+
+
+def _solve_bt_prior(a: np.ndarray, y: np.ndarray, m: int, c: int, k: int, table, mu: float,
+                    sigma: float):
+    """Two-component fluxes of ``m`` members under SE++'s B/T prior, exactly.
+
+    Minimises ``|a f - y|^2 + sum_i ((T(bt_i) - mu) / sigma)^2`` over
+    ``f >= 0``, ``bt_i`` the share of component ``k`` in member ``i``. For a
+    given ``bt`` a member's total flux is linear and solved in closed form,
+    so each member's problem is one-dimensional in ``bt``: evaluated on a
+    fine grid (vectorised, through the normal matrix ``a^T a``) and refined by
+    a parabola through the best three nodes. Members are solved in turn
+    (Gauss-Seidel, from the non-negative least-squares solution), each with
+    the others fixed.
+
+    Returns the fluxes (m*c), the prior's Gauss-Newton rows at them (for the
+    flux covariance) and the prior's residuals (m).
+    """
+    vals, slope = table
+    gram, proj = a.T @ a, a.T @ y
+    f = nnls(a, y, maxiter=50 * a.shape[1])[0] if m > 1 else np.zeros(m * c)
+    w = np.empty((_BT_GRID.size, c))  # unit-total flux split of one member per grid B/T
+    w[:, k] = _BT_GRID
+    w[:, 1 - k] = 1.0 - _BT_GRID
+    for _sweep in range(3 if m > 1 else 1):
+        for i in range(m):
+            sl = slice(i * c, (i + 1) * c)
+            g_i = proj[sl] - gram[sl, :] @ f + gram[sl, sl] @ f[sl]   # others fixed
+            num = w @ g_i
+            den = np.einsum("nc,cd,nd->n", w, gram[sl, sl], w)
+            gain = np.where(num > 0, num * num / np.maximum(den, 1e-300), 0.0)
+            cost = -gain + ((vals - mu) / sigma) ** 2
+            j = int(np.argmin(cost))
+            bt = _BT_GRID[j]
+            if 0 < j < _BT_GRID.size - 1:  # parabola through the three nodes around the minimum
+                c0, c1, c2 = cost[j - 1:j + 2]
+                curv = c0 - 2 * c1 + c2
+                if curv > 0:
+                    bt = float(np.clip(bt + 0.5 * (c0 - c2) / curv * (_BT_GRID[1] - _BT_GRID[0]),
+                                       _BT_GRID[j - 1], _BT_GRID[j + 1]))
+            share = np.empty(c)
+            share[k], share[1 - k] = bt, 1.0 - bt
+            total = max(float(share @ g_i) / max(float(share @ gram[sl, sl] @ share), 1e-300), 0.0)
+            f[sl] = total * share
+    rows = np.zeros((m, m * c))
+    resid = np.zeros(m)
+    for i in range(m):
+        sl = slice(i * c, (i + 1) * c)
+        total = f[sl].sum()
+        bt = f[i * c + k] / total if total > 0 else 0.0
+        resid[i] = (float(np.interp(bt, _BT_GRID, vals)) - mu) / sigma
+        if total > 0:
+            dbt = np.full(c, -bt / total)
+            dbt[k] += 1.0 / total
+            rows[i, sl] = float(np.interp(bt, _BT_GRID, slope)) / sigma * dbt
+    return f, rows, resid
 
 
 def _flux_cov(a: np.ndarray, f: np.ndarray, constrained: bool) -> np.ndarray:
@@ -260,7 +320,7 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
     chi2 = float(np.sum(r_pix ** 2))
     return GroupFit(th, err, fluxes, flux_err, chi2 / dof, int(result.nfev),
                     _STOP.get(result.status, str(result.status)), bool(result.status > 0),
-                    at_bound, models, chi2, n_pix)
+                    at_bound, models, chi2, n_pix, float(2.0 * result.cost))
 
 
 def render_group(model: ModelDefinition, theta: np.ndarray, fluxes: np.ndarray,

@@ -14,7 +14,7 @@ from .field import field_wcs, render_sources
 from .psf import psf_image, psf_model
 from .score import robust_scatter  # one definition (re-exported here for older callers)
 
-__all__ = ["Scene", "galaxy_grid", "make_scene", "detect_and_match", "robust_scatter"]
+__all__ = ["Scene", "galaxy_grid", "bulge_disk_grid", "make_scene", "detect_and_match", "robust_scatter"]
 
 DET_SCALE = 0.04
 
@@ -49,6 +49,35 @@ def galaxy_grid(rng, nrows: int, ncols: int, spacing: int, bands, kind: str = "s
         colour = 10 ** (-0.4 * rng.normal(0, 0.15, n)) * (1 + 0.2 * k)
         t[f"FLUX_{band}"] = total * colour
         t[f"BT_{band}"] = np.clip(bt * (1 + 0.15 * k), 0, 1)   # redder bulges
+    return t
+
+
+def bulge_disk_grid(rng, nrows: int, ncols: int, spacing: int, bands, mag_range=(21.0, 25.0)) -> Table:
+    """Bulge + disk galaxies drawn as :func:`dja_sepp.sim.field.simulate_field`
+    draws them (disk r_e 0.06-0.35" x 10^(0.12 (25 - mag)), at most 0.6";
+    bulge r_e 0.2-0.5 x the disk's, so many bulges are barely resolved; q_d
+    0.2-1, q_b 0.6-1; B/T0 0.1-0.7 and ``BT_{band} = BT0 (lambda / 2 um)^0.3``),
+    on a grid of ``spacing`` detection pixels; magnitudes uniform in ``mag_range``."""
+    n = nrows * ncols
+    yy, xx = np.mgrid[0:nrows, 0:ncols]
+    t = Table()
+    t["KIND"] = ["bulge+disk"] * n
+    t["X_DET"] = (xx.ravel() + 0.5) * spacing + rng.uniform(-0.5, 0.5, n)
+    t["Y_DET"] = (yy.ravel() + 0.5) * spacing + rng.uniform(-0.5, 0.5, n)
+    mag = rng.uniform(*mag_range, n)
+    re = np.clip(10 ** (rng.uniform(np.log10(0.06), np.log10(0.35), n) + 0.12 * (25 - mag)), 0.05, 0.6)
+    t["MAG_REF"], t["RE"], t["RE_DISK"] = mag, re, re
+    t["RE_BULGE"] = re * rng.uniform(0.2, 0.5, n)
+    t["Q"] = t["Q_D"] = rng.uniform(0.2, 1.0, n)
+    t["Q_B"] = rng.uniform(0.6, 1.0, n)
+    t["ANGLE"] = rng.uniform(0, 180, n)
+    t["BETA"] = rng.normal(0.3, 0.6, n)
+    t["BT0"] = rng.uniform(0.1, 0.7, n)
+    t["N"] = np.full(n, np.nan)
+    for b in bands:
+        lam = pivot_wavelength(b)
+        t[f"FLUX_{b}"] = 10 ** (-0.4 * (mag - 28.9)) * (lam / 3.0) ** t["BETA"]
+        t[f"BT_{b}"] = np.clip(t["BT0"] * (lam / 2.0) ** 0.3, 0, 1)
     return t
 
 
