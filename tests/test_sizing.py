@@ -256,7 +256,7 @@ def tiny(tmp_path_factory):
     return images, psf_args
 
 
-#: 6.4" -> 128 px cores, 1" halo: 2 x 2 tiles on the 160 x 224 px tiny field (4 sources)
+#: 6.4" -> 192 px cores (3 x 64), 1" halo: 1 x 2 tiles on the 160 x 224 px tiny field (4 sources)
 _TINY = ["--tile-size", "6.4", "--overlap", "1.0"]
 
 
@@ -282,7 +282,7 @@ def test_size_command_writes_the_sizing_contract(tiny, tmp_path, capsys):
     assert data["model"]["time"]["terms"] and data["model"]["memory"]["terms"]
     assert data["model"]["time"]["target"] == "core_s per tile"
     f = data["field"]
-    assert f["n_sources"] == 4 and f["n_bands"] == 2 and f["n_tiles"] == 4
+    assert f["n_sources"] == 4 and f["n_bands"] == 2 and f["n_tiles"] == 2   # 6.4" -> 192 px cores: 1 x 2
     assert f["predicted_core_s"] > 0 and f["machine"] == "local"
     assert f["here"]["workers"] == 1 and f["here"]["predicted_wall_s"] > 0
     recs = data["recommendations"]
