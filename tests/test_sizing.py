@@ -236,6 +236,9 @@ def test_ec2_sweep_requests_exactly_one_instance_per_type_and_layout():
         assert opts["worker_options"] == {"nworkers": s.workers, "nthreads": s.threads,
                                           "memory_limit": s.cluster["ec2"]["worker_memory"]}
         assert s.cluster["ec2"]["minimum"] == s.cluster["ec2"]["maximum"] == 1
+    # settings EC2 would refuse are refused before any work
+    with pytest.raises(ValueError, match="allowed_cidr"):
+        plan_settings(load_config({"cluster": {"ec2": {"ami": "ami-0123"}}}), "ec2")
     # the flags reach `dask worker` as it spells them
     from dja_sepp.deploy.ec2_worker import worker_command
     cmd = worker_command("tcp://10.0.0.1:8786", 16, 1, "1.70GiB", "w")

@@ -98,6 +98,7 @@ def plan_settings(config: Mapping[str, Any], cluster: str | None = None,
                 for t in threads:
                     for w in [int(v) for v in s["workers"]] or [max(1, inst.vcpu // t)]:
                         ec2 = ec2_request(c, inst, w, t, float(s["memory_fraction"]))
+                        _check_ec2(ec2)  # ami, allowed_cidr...: refused before any work
                         out.append(Setting(inst.name, size, w, t, {**c, "kind": "ec2", "ec2": ec2}))
         return out
     if kind not in ("local", "address") and not (isinstance(kind, str) and ":" in kind):
@@ -109,6 +110,11 @@ def plan_settings(config: Mapping[str, Any], cluster: str | None = None,
     workers = [int(v) for v in s["workers"]] or [int(c["n_workers"] or os.cpu_count() or 1)]
     return [Setting("local", size, w, t, {**c, "kind": "local", "n_workers": w, "threads_per_worker": t})
             for size in sizes for w in workers for t in threads]
+
+
+def _check_ec2(settings: Mapping[str, Any]) -> None:
+    from ..deploy.ec2 import _settings
+    _settings(settings)
 
 
 @dataclass
