@@ -280,7 +280,6 @@ def _public(cluster: Mapping[str, Any]) -> dict:
 def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_grid,
              storage_options, progress, performance_report) -> list[dict]:
     """Run the sample tiles of one setting on its own cluster; one row per tile."""
-    from contextlib import nullcontext
     from ..pipeline.execute import client_for
     from ..pipeline.tile_task import process_tile
     from ..tiling import make_tiles
