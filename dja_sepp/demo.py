@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from .pipeline import RunResult, run
 from .tiling import grid_geometry
 
-__all__ = ["run_demo", "demo_report", "compare_with_truth", "demo_tiling", "border_positions"]
+__all__ = ["run_demo", "demo_report", "compare_with_truth", "demo_stars", "demo_tiling", "border_positions"]
 
 DET_SCALE = 0.04  # arcsec, DJA long-wave / detection grid
 ALIGN = 64
@@ -33,6 +33,14 @@ def demo_tiling(size: float) -> dict:
     per_axis = 2 if size <= 60 else 3
     core = int(math.ceil(n_pix / per_axis / ALIGN)) * ALIGN
     return {"tile_size": core * DET_SCALE, "overlap": 3.0, "align": ALIGN}
+
+
+def demo_stars(size: float) -> int:
+    """Stars of a ``size``" demo field: 20 on the default 32" field, more on
+    smaller ones, so that every band (F150W is blank over 30 % of the width)
+    keeps enough isolated, bright stars for the PSF step (at least
+    ``psf.stars.min_stars``; 20 stars on a 20" field left 4 in F150W)."""
+    return min(60, max(20, int(math.ceil(20 * (32.0 / size) ** 1.5))))
 
 
 def border_positions(size: float) -> list[tuple[float, float]]:
@@ -79,7 +87,8 @@ def run_demo(out: str | Path, size: float = 32.0, n_galaxies: int = 200, seed: i
     print(f"dja-sepp demo: simulating a {size:.0f}\" x {size:.0f}\" field with {n_galaxies} "
           f"galaxies into {images}", file=sys.stderr)
     sim = simulate_field(images, field="demo", size_arcsec=size, n_galaxies=n_galaxies,
-                         seed=seed, extra_positions=border_positions(size))
+                         seed=seed, extra_positions=border_positions(size),
+                         n_stars=demo_stars(size))
     shutil.copyfile(sim.truth_path, out / "truth.fits")
     config = {"tiling": demo_tiling(size)}
     if workers:

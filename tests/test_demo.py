@@ -53,6 +53,9 @@ def test_demo_builds_psfs_unless_asked_for_the_truth():
     import inspect
     from dja_sepp.demo import run_demo
     assert inspect.signature(run_demo).parameters["psf"].default == "build"
+    # smaller fields get more stars, so every band keeps enough for its PSF
+    from dja_sepp.demo import demo_stars
+    assert demo_stars(32) == 20 and demo_stars(20) >= 40 and demo_stars(16) >= 40
 
 
 @pytest.mark.slow
