@@ -218,8 +218,8 @@ def _solve_bt_prior(a: np.ndarray, y: np.ndarray, m: int, c: int, k: int, table,
     so each member's problem is one-dimensional in ``bt``: evaluated on a
     fine grid (vectorised, through the normal matrix ``a^T a``) and refined by
     a parabola through the best three nodes. Members are solved in turn
-    (Gauss-Seidel, from the non-negative least-squares solution), each with
-    the others fixed.
+    (Gauss-Seidel sweeps from the non-negative least-squares solution until
+    the fluxes stop changing), each with the others fixed.
 
     Returns the fluxes (m*c), the prior's Gauss-Newton rows at them (for the
     flux covariance) and the prior's residuals (m).
@@ -230,7 +230,8 @@ def _solve_bt_prior(a: np.ndarray, y: np.ndarray, m: int, c: int, k: int, table,
     w = np.empty((_BT_GRID.size, c))  # unit-total flux split of one member per grid B/T
     w[:, k] = _BT_GRID
     w[:, 1 - k] = 1.0 - _BT_GRID
-    for _sweep in range(3 if m > 1 else 1):
+    for _sweep in range(50 if m > 1 else 1):
+        before = f.copy()
         for i in range(m):
             sl = slice(i * c, (i + 1) * c)
             g_i = proj[sl] - gram[sl, :] @ f + gram[sl, sl] @ f[sl]   # others fixed
@@ -250,6 +251,8 @@ def _solve_bt_prior(a: np.ndarray, y: np.ndarray, m: int, c: int, k: int, table,
             share[k], share[1 - k] = bt, 1.0 - bt
             total = max(float(share @ g_i) / max(float(share @ gram[sl, sl] @ share), 1e-300), 0.0)
             f[sl] = total * share
+        if np.max(np.abs(f - before)) <= 1e-7 * max(np.max(np.abs(f)), 1e-300):
+            break
     rows = np.zeros((m, m * c))
     resid = np.zeros(m)
     for i in range(m):
