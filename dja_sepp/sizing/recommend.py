@@ -26,7 +26,8 @@ import numpy as np
 from .costmodel import CostModel, makespan
 from .prices import InstanceType, PriceTable
 
-__all__ = ["recommend", "evaluate", "worker_layouts", "write_markdown", "write_plot", "RECOMMENDATION_KEYS"]
+__all__ = ["recommend", "evaluate", "worker_layouts", "leading", "write_markdown", "write_plot",
+           "RECOMMENDATION_KEYS"]
 
 #: Keys every recommendation has (the contract of ``sizing.json``).
 RECOMMENDATION_KEYS = ("instance_type", "workers", "threads", "tile_size_arcsec", "n_instances",
@@ -135,6 +136,19 @@ def recommend(model: CostModel, tiles_by_size: Mapping[float, Sequence[Mapping[s
     return rows
 
 
+def leading(recs: Sequence[Mapping[str, Any]], top: int) -> list[Mapping[str, Any]]:
+    """The best choice and the runners-up: the best row of each instance
+    type, best first, ``top`` of them."""
+    seen, out = set(), []
+    for r in recs:
+        if r["instance_type"] not in seen:
+            seen.add(r["instance_type"])
+            out.append(r)
+        if len(out) >= top:
+            break
+    return out
+
+
 def _fmt(v, err=None, digits=2) -> str:
     if v is None:
         return "-"
@@ -163,19 +177,12 @@ def write_markdown(path, result: Mapping[str, Any], top: int = 5) -> None:
               "## Recommendation (best first)", "",
               "| # | instance | workers x threads | tile | instances | wall (h) | cost ($) | worker peak (MB) | meets target |",
               "|---|---|---|---|---|---|---|---|---|"]
-    seen, n = set(), 0
-    for r in recs:
-        if r["instance_type"] in seen:
-            continue  # the runners-up are other instance types
-        seen.add(r["instance_type"])
-        n += 1
+    for n, r in enumerate(leading(recs, top), 1):  # the runners-up are other instance types
         lines.append(f"| {n} | {r['instance_type']} | {r['workers']} x {r['threads']} | "
                      f"{r['tile_size_arcsec']:g}\" | {r['n_instances']} | "
                      f"{_fmt(r['predicted_wall_h'], r['predicted_wall_h_err'])} | "
                      f"{_fmt(r['predicted_cost_usd'], r['predicted_cost_usd_err'])} | "
                      f"{r['predicted_peak_rss_mb']:.0f} | {'yes' if r['meets_target'] else 'no'} |")
-        if n >= top:
-            break
     t = model["time"]
     lines += ["", "## Cost model", "",
               "core-s per tile = " + " + ".join(
@@ -212,14 +219,15 @@ def write_plot(path, recs: Sequence[Mapping[str, Any]], top: int = 5) -> None:
         sub = [r for r in recs if r["instance_type"].startswith(fam + ".")]
         ax.scatter([r["predicted_wall_h"] for r in sub], [r["predicted_cost_usd"] for r in sub],
                    s=18, alpha=0.7, label=fam)
-    for i, r in enumerate(recs[:top]):
+    for i, r in enumerate(leading(recs, top)):
         ax.errorbar(r["predicted_wall_h"], r["predicted_cost_usd"], xerr=r["predicted_wall_h_err"] or 0,
                     yerr=r["predicted_cost_usd_err"] or 0, fmt="*" if i == 0 else "o", ms=12 if i == 0 else 6,
                     mfc="none", color="k")
         ax.annotate(f"{i + 1}. {r['n_instances']} x {r['instance_type']} ({r['workers']}x{r['threads']}, "
                     f"{r['tile_size_arcsec']:g}\")", (r["predicted_wall_h"], r["predicted_cost_usd"]),
                     fontsize=7, xytext=(5, 3 + 8 * i), textcoords="offset points")
-    if recs:
+    walls = [r["predicted_wall_h"] for r in recs if r["predicted_wall_h"] > 0]
+    if walls and max(walls) > 10 * min(walls):
         ax.set_xscale("log")
     ax.set_xlabel("predicted wall time of the whole field (h)")
     ax.set_ylabel("predicted cost ($)")
