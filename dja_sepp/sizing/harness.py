@@ -155,7 +155,8 @@ class SizingResult:
         if here:
             lines.append(f"  here ({here['workers']} worker(s) x {here['threads']} thread(s)): predicted wall "
                          f"{here['predicted_wall_s']:.0f} s ({_err(here['predicted_wall_s_err'])})")
-        for i, r in enumerate(self.recommendations[:3]):
+        from .recommend import leading
+        for i, r in enumerate(leading(self.recommendations, 3)):
             lines.append(f"  {'best' if i == 0 else 'next'}: {r['n_instances']} x {r['instance_type']} "
                          f"({r['workers']} workers x {r['threads']} threads, {r['tile_size_arcsec']:g}\" tiles): "
                          f"{r['predicted_wall_h']:.2f} h, ${r['predicted_cost_usd']:.2f}")
