@@ -142,8 +142,13 @@ def detection_context(row: Mapping[str, Any], pixscale: float) -> dict[str, floa
     """Names usable in model expressions, from one detection row.
 
     ``x, y`` centroid (cutout pixels); ``flux`` isophotal flux; ``radius``
-    half the isophotal semi-major axis (SE++'s ``o.radius``; the isophotal
-    semi-major axis is ``sqrt(NPIX A / (pi B))``); ``flux_radius``; ``a, b``;
+    half the isophotal semi-major axis, ``0.5 sqrt(NPIX A / (pi B))`` (the
+    semi-major axis of the ellipse of the isophotal area). SE++'s
+    ``o.get_radius()`` is smaller: ``ObjectInfo::getRadius`` returns half the
+    second-moment semi-major axis (``A / 2`` here, 3-4x less on bright
+    galaxies); with it B+D's ranges (r_b <= 1.1, r_d <= 3 radii) put 53 % of
+    bright isolated bulge + disk fits at r_b or r_d max (benchmarks/bulge_disk.py).
+    ``flux_radius``; ``a, b``;
     ``theta`` (radians, CCW from +x); ``axratio`` b/a; ``pixscale`` (arcsec of
     the detection pixels).
     """
