@@ -50,7 +50,7 @@ def built_like(psf, blur: float = 0.35, size: int = 35):
                     ee_fraction=float(core.sum() / data.sum()))
 
 
-def make(n_gal: int, seed: int, psf: str = "truth", spacing: int = SPACING):
+def make(n_gal: int, seed: int, psf: str = "truth", spacing: int = SPACING, mags=(21.0, 25.0)):
     """The scene and its detections matched to the truth; ``psf``: the
     fits use the truth PSFs or :func:`built_like` ones."""
     from dja_sepp.bands import is_short_wave
@@ -61,7 +61,7 @@ def make(n_gal: int, seed: int, psf: str = "truth", spacing: int = SPACING):
     cfg["fit"]["passes"] = 1
     ncols = min(n_gal, 6)
     nrows = int(np.ceil(n_gal / ncols))
-    truth = bulge_disk_grid(np.random.default_rng(seed), nrows, ncols, spacing, BANDS)
+    truth = bulge_disk_grid(np.random.default_rng(seed), nrows, ncols, spacing, BANDS, tuple(mags))
     scene = make_scene(truth, (nrows * spacing, ncols * spacing),
                        {b: 2 if is_short_wave(b) else 1 for b in BANDS}, SIGMA, seed + 1)
     if psf == "built":
@@ -82,7 +82,8 @@ def measure(model: str, cfg, scene, sources, nearest, found) -> dict:
     truth = scene.truth
     flags = np.asarray(fits["FLAGS"])
     snr = np.asarray(fits[f"FLUX_MODEL_{REF}"] / fits[f"FLUX_MODEL_{REF}_err"])
-    galaxy = np.asarray(fits["MODEL"]).astype(str) == model
+    from dja_sepp.models.definition import load_model
+    galaxy = np.asarray(fits["MODEL"]).astype(str) == load_model(model).name   # model: a name or a path
     sel = found & galaxy & (flags & int(FitFlag.ERROR | FitFlag.INSUFFICIENT_DATA) == 0) & (snr > 50)
     out = {"model": model, "sources": len(sources), "n_snr50": int(sel.sum()),
            "point_rows": int((found & ~galaxy).sum()),
@@ -93,6 +94,13 @@ def measure(model: str, cfg, scene, sources, nearest, found) -> dict:
         out["bands"][b] = {"bt_scatter": robust_scatter(dbt), "bt_median": float(np.median(dbt)),
                            "bt_rms": float(np.sqrt(np.mean(dbt ** 2))),
                            "dmag_median": float(np.median(dmag))}
+    mid = found & galaxy & (flags & int(FitFlag.ERROR | FitFlag.INSUFFICIENT_DATA) == 0) \
+        & (snr > 20) & (snr <= 50)
+    out["snr20_50"] = {"n": int(mid.sum())}
+    for b in BANDS:   # where the band prior matters: B/T errors of ~0.05-0.1
+        dbt = np.asarray(fits[f"B/T_{b}"])[mid] - np.asarray(truth[f"BT_{b}"])[mid]
+        out["snr20_50"][b] = {"bt_scatter": robust_scatter(dbt) if mid.sum() > 2 else float("nan"),
+                              "bt_median": float(np.median(dbt)) if mid.any() else float("nan")}
     bound = flags[sel] & int(FitFlag.AT_BOUND) != 0
     out["at_bound"] = int(bound.sum())
     out["at_bound_fraction"] = float(bound.mean()) if sel.any() else float("nan")
@@ -123,6 +131,10 @@ def print_table(results: list[dict], label: str) -> None:
               f" {r['bulge_larger']:4d} {r['bands'][REF]['dmag_median']:+7.3f} "
               f"{r['core_s_per_source_band']:9.3f}")
         print(f"{'':9s} bounds: {r['bounds']}")
+        if "snr20_50" in r:
+            mid = r["snr20_50"]
+            print(f"{'':9s} S/N 20-50 ({mid['n']}): B/T scatter, median " + ", ".join(
+                f"{b} {mid[b]['bt_scatter']:.3f} {mid[b]['bt_median']:+.3f}" for b in BANDS))
 
 
 def main() -> None:
@@ -133,10 +145,11 @@ def main() -> None:
     ap.add_argument("--label", default="current")
     ap.add_argument("--psf", choices=("truth", "built"), default="truth")
     ap.add_argument("--spacing", type=int, default=SPACING)
+    ap.add_argument("--mags", type=float, nargs=2, default=(21.0, 25.0), help="magnitude range drawn")
     ap.add_argument("--restart", type=float, default=None, help="fit.bd_restart (default: the config's)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    cfg, scene, sources, nearest, found = make(args.galaxies, args.seed, args.psf, args.spacing)
+    cfg, scene, sources, nearest, found = make(args.galaxies, args.seed, args.psf, args.spacing, args.mags)
     if args.restart is not None:
         cfg["fit"]["bd_restart"] = args.restart
     results = []
@@ -149,7 +162,7 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.loads(path.read_text()) if path.exists() else {}
         data[f"{args.label}/{args.psf}"] = {"galaxies": args.galaxies, "seed": args.seed, "bands": list(BANDS),
-                            "psf": args.psf, "spacing": args.spacing,
+                            "psf": args.psf, "spacing": args.spacing, "mags": list(args.mags),
                                                 "bd_restart": cfg["fit"].get("bd_restart"), "results": results}
         path.write_text(json.dumps(data, indent=1))
         print(f"wrote {path} [{args.label}/{args.psf}]")
