@@ -11,8 +11,9 @@ PSFs, so both runs skip the PSF step) cut into 3 x 3 tiles:
 2. the whole field is run (``dja_sepp.run``, same configuration, same number of
    workers, no mosaics) and its wall time and tile core-s are compared;
 3. memory: the largest tile of a coarser tiling (``--large-factor`` x the tile
-   side) is run alone on a fresh, warmed-up worker, and its peak RSS is compared
-   with the model's prediction (fitted on the small tiles only).
+   side) is run on a worker that has run one tile of the run's tiling before (as
+   a run's workers have), and its peak RSS is compared with the model's
+   prediction (fitted on the small tiles only).
 
 Prints a table and writes ``OUT/sizing_benchmark.json`` (and
 ``benchmarks/results/issue16_sizing.json`` with ``--record``). Timings depend on
@@ -75,6 +76,11 @@ def large_tile_memory(images: Path, tiling: dict, factor: float, psfs: dict, mod
     with LocalCluster(n_workers=1, threads_per_worker=1, env=THREAD_ENV, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.run(warm_up, cfg["fit"]["models"][0], cfg["fit"])
+        # as in a run, the worker has done a tile before (lazy imports, caches, allocator's heap)
+        small_cfg = load_config({"tiling": tiling, "mosaic": {"enabled": False}})
+        small_cfg["run"] = {"inputs_key": inputs_key(fld, psfs, small_cfg)}
+        first = make_tiles(fld, tiling["tile_size"], tiling["overlap"], tiling["align"]).tiles[0]
+        client.submit(process_tile, first, fld, small_cfg, str(work / "first"), psfs, None, pure=False).result()
         rest = list(client.run(current_rss_mb).values())[0]
         status = client.submit(process_tile, tile, fld, cfg, str(work), psfs, None, pure=False).result()
     f = feats[tile.id]

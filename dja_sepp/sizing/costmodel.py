@@ -7,10 +7,11 @@ so that the scatter is measured too; a term whose coefficient comes out
 negative is dropped). The fit is weighted by ``1 / core-s``: it minimises
 relative errors, which are alike for sparse and crowded tiles.
 
-Memory: the rise of a worker's peak resident memory over its resting size
-(measured after a warm-up, before any tile) is modelled as ``k * megapixels``
-(plus a constant when the tiles measured differ enough in size: a sweep of
-tile sizes); a worker needs its resting size plus that.
+Memory: the rise of a worker's resident memory during a task (its peak over
+its size when the task started) is modelled as ``k * megapixels`` (plus a
+constant when the tiles measured differ enough in size); a
+worker needs its resting size (the largest measured after real tiles: lazy
+imports, caches and heap kept by the allocator) plus that.
 
 Uncertainty: the relative scatter ``s`` of the measured tiles around the fit
 (with its degrees of freedom) gives the coefficients' covariance; the error of
@@ -173,7 +174,8 @@ class CostModel:
     memory : LinearFit
         MB a tile task adds to its worker's resident memory.
     rss_base_mb : float
-        Resting resident memory of a warmed-up worker (median measured).
+        Resting resident memory of a worker that has run tiles (the largest
+        measured).
     wall_factor : dict
         ``"machine/workers/threads"`` -> median wall / core-s of the tasks
         run in that setting (contention, I/O, other load).
@@ -211,14 +213,18 @@ class CostModel:
             speed[m] = 1.0 if m == machine else \
                 float(np.median([r["core_s"] for r in sub] / time_fit.predict(sub)))
         single = [r for r in ok if int(r.get("threads", 1)) == 1] or ok
-        single = [dict(r, rss_rise_mb=max(r["peak_rss_mb"] - _base(r), 1e-3)) for r in single]
+        # what a tile adds to its worker, from the worker's size when the task started
+        single = [dict(r, rss_rise_mb=max(r["peak_rss_mb"] - r["rss_before_mb"], 1e-3)) for r in single]
         mpix = np.array([r["mpix"] for r in single])
         # a constant needs tiles of different sizes; without them the rise is taken as
-        # proportional to the pixels (conservative for larger tiles)
+        # proportional to the pixels (and sources), conservative for larger tiles
         spread = np.ptp(mpix) / max(mpix.max(), 1e-12)
-        terms = MEMORY_TERMS if spread > 0.2 and len(single) >= 3 else ("mpix",)
-        mem_fit = fit_linear(single, "rss_rise_mb", terms, relative=True)
-        base = float(np.median([_base(r) for r in ok]))
+        terms = MEMORY_TERMS if spread > 0.2 else MEMORY_TERMS[:-1]
+        # unweighted: the largest tiles set a worker's memory, not the relative error of small ones
+        mem_fit = fit_linear(single, "rss_rise_mb", terms, relative=False)
+        # a worker at rest after real tiles (lazy imports, caches, heap kept by the allocator)
+        base = float(max(max(_base(r), r["rss_before_mb"], float(r.get("rss_after_mb") or 0.0))
+                         for r in ok))
         factors = {}
         for key in dict.fromkeys(_setting(r) for r in ok):
             sub = [r for r in ok if _setting(r) == key]

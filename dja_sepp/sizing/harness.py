@@ -312,6 +312,7 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
                                      key=f"tile_{tile.id}-{token}", pure=False) for tile in tiles]
             statuses = _gather(futures, progress, setting.label)
             batch = time.perf_counter() - t0
+        after = max(client.run(current_rss_mb).values(), default=None)  # at rest after real tiles
     rows = []
     for tile, st in zip(tiles, statuses):
         f, res = feats.get(tile.id, {}), st.get("resources") or {}
@@ -326,6 +327,7 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
                      "peak_rss_mb": res.get("peak_rss_mb", 0.0), "rss_before_mb": res.get("rss_before_mb", 0.0),
                      "peak_exact": res.get("peak_exact", False), "batch_wall_s": round(batch, 3),
                      "rss_base_mb": round(rest[len(rest) // 2], 2) if rest else None,
+                     "rss_after_mb": round(after, 2) if after else None,
                      "warmup_s": round(float(sorted(warm.values())[len(warm) // 2]), 3) if warm else 0.0,
                      "reason": st.get("reason")})
     return rows
