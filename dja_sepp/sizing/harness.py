@@ -250,7 +250,7 @@ def size_field(images, out, models: Sequence[str] | str | None = None, cluster: 
     base = float(t["tile_size"]) if float(t["tile_size"]) in tiles_by_size else sizes[0]
     field = _field_summary(fld, cen, model, tiles_by_size[base], base, rows, setup_s)
     measured_types = [s.machine for s in settings if s.cluster["kind"] == "ec2"]
-    threads = sorted({s.threads for s in settings if s.threads}) or [1]
+    threads = sorted({int(r["threads"]) for r in rows if r.get("threads")}) or [1]  # as measured
     from .recommend import recommend, write_markdown, write_plot
     recs = recommend(model, tiles_by_size, prices, cfg["sizing"], setup_s, threads, measured_types)
     result = {"measured": rows, "model": model.to_dict(), "field": field, "recommendations": recs,
