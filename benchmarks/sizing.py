@@ -16,7 +16,7 @@ PSFs, so both runs skip the PSF step) cut into 3 x 3 tiles:
    prediction (fitted on the small tiles only).
 
 Prints a table and writes ``OUT/sizing_benchmark.json`` (and
-``benchmarks/results/issue16_sizing.json`` with ``--record``). Timings depend on
+``benchmarks/results/sizing_{size}arcsec.json`` with ``--record``). Timings depend on
 the machine's load: run it on a quiet machine for numbers to quote.
 
 Usage::
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
     ap.add_argument("--large-factor", type=float, default=2.0, help="side of the larger tile / the run's")
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--out", default="bench_out/sizing")
-    ap.add_argument("--record", action="store_true", help="also write benchmarks/results/issue16_sizing.json")
+    ap.add_argument("--record", action="store_true", help="also write benchmarks/results/sizing_{size}arcsec.json")
     args = ap.parse_args(argv)
     os.environ.update(_SINGLE_THREAD)
     from dja_sepp.sizing import size_field
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
     (out / "sizing_benchmark.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"wrote {out / 'sizing_benchmark.json'}")
     if args.record:
-        dest = Path(__file__).parent / "results" / "issue16_sizing.json"
+        dest = Path(__file__).parent / "results" / f"sizing_{args.size:g}arcsec.json"
         dest.write_text(json.dumps(summary, indent=1, default=str))
         print(f"wrote {dest}")
 
