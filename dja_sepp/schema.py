@@ -122,44 +122,6 @@ SPECS: dict[str, Spec] = {
     "cluster.retries": _i(0),
     "cluster.escalate_resources": Spec("map", items="number"),
     "cluster.worker_env": Spec("map", items="str"),
-    "cluster.ec2.region": Spec("str", nullable=True),
-    "cluster.ec2.ami": Spec("str", nullable=True),
-    "cluster.ec2.docker_image": Spec("str", nullable=True),
-    "cluster.ec2.vpc": Spec("str", nullable=True),
-    "cluster.ec2.subnet_id": Spec("str", nullable=True),
-    "cluster.ec2.key_name": Spec("str", nullable=True),
-    "cluster.ec2.iam_instance_profile": Spec("str", nullable=True),
-    "cluster.ec2.allowed_cidr": Spec("str", nullable=True),
-    "cluster.ec2.security_group": Spec("str", nullable=True),
-    "cluster.ec2.endpoint_url": Spec("str", nullable=True),
-    "cluster.ec2.worker_nthreads": _i(1),
-    "cluster.ec2.workers_per_instance": _i(1),
-    "cluster.ec2.filesystem_size": _i(1),
-    "cluster.ec2.minimum": _i(0),
-    "cluster.ec2.maximum": _i(1),
-    "cluster.ec2.startup_timeout": _n(0, positive=True),
-    "cluster.slurm.queue": Spec("str", nullable=True),
-    "cluster.slurm.account": Spec("str", nullable=True),
-    "cluster.slurm.interface": Spec("str", nullable=True),
-    "cluster.slurm.local_directory": Spec("str", nullable=True),
-    "cluster.slurm.log_directory": Spec("str", nullable=True),
-    "cluster.slurm.python": Spec("str", nullable=True),
-    "cluster.slurm.scheduler_host": Spec("str", nullable=True),
-    "cluster.slurm.cores": _i(1),
-    "cluster.slurm.minimum_jobs": _i(0),
-    "cluster.slurm.maximum_jobs": _i(1),
-    "cluster.slurm.job_extra_directives": Spec("list", items="str"),
-    "cluster.pbs.queue": Spec("str", nullable=True),
-    "cluster.pbs.account": Spec("str", nullable=True),
-    "cluster.pbs.interface": Spec("str", nullable=True),
-    "cluster.pbs.local_directory": Spec("str", nullable=True),
-    "cluster.pbs.log_directory": Spec("str", nullable=True),
-    "cluster.pbs.python": Spec("str", nullable=True),
-    "cluster.pbs.scheduler_host": Spec("str", nullable=True),
-    "cluster.pbs.cores": _i(1),
-    "cluster.pbs.minimum_jobs": _i(0),
-    "cluster.pbs.maximum_jobs": _i(1),
-    "cluster.pbs.job_extra_directives": Spec("list", items="str"),
     "sizing.sample": _i(1),
     "sizing.tile_sizes": Spec("list", items="number"),
     "sizing.workers": Spec("list", items="int"),
@@ -174,6 +136,21 @@ SPECS: dict[str, Spec] = {
     "debug.sleep": Spec("map", items="number"),
     "debug.needs_resource": Spec("map", items="str"),
 }
+
+_OPTIONAL_STR = Spec("str", nullable=True)
+# cluster sections: strings that may be null, and the counts
+SPECS.update({f"cluster.ec2.{key}": _OPTIONAL_STR for key in (
+    "region", "ami", "docker_image", "vpc", "subnet_id", "key_name", "iam_instance_profile",
+    "allowed_cidr", "security_group", "endpoint_url")})
+SPECS.update({"cluster.ec2.worker_nthreads": _i(1), "cluster.ec2.workers_per_instance": _i(1),
+              "cluster.ec2.filesystem_size": _i(1), "cluster.ec2.minimum": _i(0),
+              "cluster.ec2.maximum": _i(1), "cluster.ec2.startup_timeout": _n(0, positive=True)})
+for _kind in ("slurm", "pbs"):   # the same settings for both batch systems
+    SPECS.update({f"cluster.{_kind}.{key}": _OPTIONAL_STR for key in (
+        "queue", "account", "interface", "local_directory", "log_directory", "python", "scheduler_host")})
+    SPECS.update({f"cluster.{_kind}.cores": _i(1), f"cluster.{_kind}.minimum_jobs": _i(0),
+                  f"cluster.{_kind}.maximum_jobs": _i(1),
+                  f"cluster.{_kind}.job_extra_directives": Spec("list", items="str")})
 
 _KIND_OF = {bool: "bool", int: "int", float: "number", str: "str", list: "list", dict: "map"}
 

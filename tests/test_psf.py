@@ -206,9 +206,16 @@ def test_run_without_psf_files_builds_them(star_field, dask_client, tmp_path):
     from dja_sepp import run
     cfg = {"tiling": {"tile_size": 12.0, "overlap": 2.0}, "fit": {"passes": 1},
            "mosaic": {"enabled": False}}
-    result = run(star_field.images_dir, tmp_path / "run", config=cfg, cluster=dask_client,
-                 progress=False)
+    from distributed import get_task_stream
+    with get_task_stream(dask_client) as stream:
+        result = run(star_field.images_dir, tmp_path / "run", config=cfg, cluster=dask_client,
+                     progress=False)
     assert result.complete
+    # the PSF step ran on the cluster: star detection per tile, one task per band
+    keys = {str(task["key"]) for task in stream.data}
+    n_tiles = len(list((tmp_path / "run" / "tiles").iterdir()))
+    assert len({k for k in keys if k.startswith("psf-stars-")}) == n_tiles
+    assert {"psf-F200W", "psf-F444W"} <= keys
     for band in ("F200W", "F444W"):
         assert (tmp_path / "run" / "psf" / f"{band}.fits").exists()
     catalog = Table.read(result.catalog_path)

@@ -245,30 +245,31 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     # an earlier run in `out` is never written over: this attempt works beside it
     store, previous = open_attempt(final)
     given = carry_psfs(final, store, _given_psfs(cfg, psfs))
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    with shown(progress):
-        psf_paths = _resolve_psfs(fld, grid, cfg, store, given)
-    if len(psf_paths) > len(given):
-        timings["psf"] = time.perf_counter() - t0
-    cfg["run"] = {"images": _absolute(images if not isinstance(images, Field) else fld.detection.sci_path),
-                  "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
-                  "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo,
-                  "units": {b: im.unit for b, im in {**fld.bands, "DETECTION": fld.detection}.items()},
-                  "zeropoints": {b: im.zeropoint for b, im in fld.bands.items()}}
-    cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
-    store.write_text("run.yaml", dump_config(_portable(cfg, store)))
-    _write_tiling(grid, fld, store)
-    # setup: checks, fingerprints, tiling (the PSF step apart)
-    timings["setup"] = time.perf_counter() - t_start - timings.get("psf", 0.0)
+    # one cluster, started when first needed, for the PSFs, the tiles and the
+    # mosaic (one start-up, one dashboard link)
+    with _lazy_client(cluster, cfg, store) as get_client:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with shown(progress):
+            psf_paths = _resolve_psfs(fld, grid, cfg, store, given, get_client)
+        if len(psf_paths) > len(given):
+            timings["psf"] = time.perf_counter() - t0
+        cfg["run"] = {"images": _absolute(images if not isinstance(images, Field) else fld.detection.sci_path),
+                      "field": fld.name, "bands": list(fld.bands), "psf_files": psf_paths,
+                      "n_tiles": len(grid.tiles), "core_size": grid.core_size, "halo": grid.halo,
+                      "units": {b: im.unit for b, im in {**fld.bands, "DETECTION": fld.detection}.items()},
+                      "zeropoints": {b: im.zeropoint for b, im in fld.bands.items()}}
+        cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
+        store.write_text("run.yaml", dump_config(_portable(cfg, store)))
+        _write_tiling(grid, fld, store)
+        # setup: checks, fingerprints, tiling (the PSF step apart)
+        timings["setup"] = time.perf_counter() - t_start - timings.get("psf", 0.0)
 
-    from .execute import client_for, execute_tiles  # distributed imported only when running
-    todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
-    carry_tiles(final, store, [t.id for t in reused])
-    mosaic = cfg["mosaic"]["enabled"]
-    # one cluster for the tiles and the mosaic (one start-up, one dashboard link)
-    with (client_for(cluster, cfg) if todo or mosaic else nullcontext(None)) as client, \
-            _performance_report(client, cfg, store):
+        from .execute import execute_tiles  # distributed imported only when running
+        todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
+        carry_tiles(final, store, [t.id for t in reused])
+        mosaic = cfg["mosaic"]["enabled"]
+        client = get_client() if todo or mosaic else None
         t0 = time.perf_counter()
         statuses = execute_tiles(todo, fld, cfg, store, psf_paths, cluster=client,
                                  progress=progress, storage_options=storage_options)
@@ -350,6 +351,23 @@ def _usage(statuses: Mapping[str, dict], cfg: Mapping[str, Any]) -> dict:
     except Exception as exc:  # an estimate, not a result
         log.warning("no cost estimate: %s", exc)
         return {}
+
+
+@contextmanager
+def _lazy_client(cluster: Any, cfg: Mapping[str, Any], store: RunStore):
+    """A function returning the run's Client, made (with its performance
+    report, when asked) on the first call and closed on exit: a run that
+    builds no PSF and has no tile or mosaic to compute starts no cluster."""
+    from contextlib import ExitStack
+    made: list = []
+    with ExitStack() as stack:
+        def get_client():
+            if not made:
+                from .execute import client_for
+                made.append(stack.enter_context(client_for(cluster, cfg)))
+                stack.enter_context(_performance_report(made[0], cfg, store))
+            return made[0]
+        yield get_client
 
 
 def _performance_report(client, cfg: Mapping[str, Any], store: RunStore):
@@ -589,7 +607,7 @@ def _given_psfs(cfg: Mapping[str, Any], psfs: Mapping[str, str] | None) -> dict[
 
 
 def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: RunStore,
-                  given: dict[str, str]) -> dict[str, str]:
+                  given: dict[str, str], get_client: Any = None) -> dict[str, str]:
     given = dict(given)
     missing = [b for b in fld.bands if b not in given]
     if missing and cfg["psf"]["method"] == "files":
@@ -599,7 +617,8 @@ def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: Run
         if cfg["psf"]["method"] not in ("builtin", "psfex"):
             raise ValueError(f"psf.method must be builtin, psfex or files, not {cfg['psf']['method']!r}")
         from ..psf import build_psfs
-        given.update(build_psfs(fld, grid, store, cfg, bands=missing))
+        client = get_client() if get_client is not None else None   # PSF tasks on the cluster
+        given.update(build_psfs(fld, grid, store, cfg, bands=missing, client=client))
     return {b: given[b] for b in fld.bands}
 
 

@@ -198,9 +198,14 @@ def encircled_energy(psf: np.ndarray, radii: np.ndarray) -> np.ndarray:
     return np.array([psf[r <= rad].sum() / total for rad in radii])
 
 
-def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[str]) -> dict[str, str]:
+def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[str],
+               client: Any = None) -> dict[str, str]:
     """Build the PSF of ``bands``; write ``psf/{band}.fits`` (or ``.psf``),
     ``psf/stars.fits``, ``psf/summary.json`` and ``psf/summary.png``.
+
+    With a distributed ``client``, star detection runs as one Dask task per
+    tile and each band's PSF as one task, on the cluster's workers (the
+    driver only selects the stars and writes the files); without one, here.
 
     Returns band -> URL of the PSF file.
     """
@@ -209,24 +214,40 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     if ref not in field.bands:
         ref = min(field.bands, key=lambda b: abs((field.bands[b].wavelength or 2.0) - 2.0))
         log.warning("PSF reference band not in the field; using %s", ref)
-    stars = select_stars(detect_reference(field, grid, ref, pcfg.get("stars")), pcfg.get("stars"))
+    stars = select_stars(detect_reference(field, grid, ref, pcfg.get("stars"), client), pcfg.get("stars"))
     log.info("PSF: %d stars selected in %s", len(stars), ref)
     out, psfs = {}, {}
-    min_stars = int({**STAR_DEFAULTS, **(pcfg.get("stars") or {})}["min_stars"])
-    for band in bar(bands, desc=f"PSF ({len(stars)} stars)", unit="band"):  # dja_sepp.progress
-        if pcfg.get("method") == "psfex":
-            out[band], psfs[band] = _psfex_band(field.bands[band], stars, store, pcfg.get("psfex"),
-                                                pcfg.get("energy"), min_stars)
-            continue
-        psf = build_band_psf(field.bands[band], stars, pcfg.get("builder"), pcfg.get("energy"),
-                             min_stars)
-        psfs[band] = psf
-        out[band] = store.write_bytes(f"psf/{band}.fits", _fits_bytes(psf))
+    for band, (path, psf) in _band_psfs(field, stars, store, pcfg, bands, client):
+        out[band], psfs[band] = path, psf
     store.write_bytes("psf/summary.json", json.dumps(_summary(psfs, ref, len(stars)), indent=1).encode())
     store.write_bytes("psf/summary.png", _summary_png(psfs, stars))
     stars.write(buf := io.BytesIO(), format="fits")
     store.write_bytes("psf/stars.fits", buf.getvalue())
     return out
+
+
+def _band_psfs(field, stars: Table, store, pcfg: Mapping[str, Any], bands: Sequence[str], client):
+    """(band, (URL, PSF)) for every band, in band order, each built here or
+    as a Dask task, with a progress bar over the bands."""
+    desc = f"PSF ({len(stars)} stars)"
+    args = [(field.bands[band], stars, store, pcfg) for band in bands]
+    if client is None:
+        return [(band, _one_band(*a)) for band, a in zip(bar(bands, desc=desc, unit="band"), args)]
+    from distributed import as_completed
+    futures = [client.submit(_one_band, *a, key=f"psf-{band}", pure=False) for band, a in zip(bands, args)]
+    with bar(total=len(futures), desc=desc, unit="band") as progress:
+        for _ in as_completed(futures):
+            progress.update(1)
+    return list(zip(bands, client.gather(futures)))
+
+
+def _one_band(image, stars: Table, store, pcfg: Mapping[str, Any]):
+    """Build one band's PSF and write its file: (URL, PSF)."""
+    min_stars = int({**STAR_DEFAULTS, **(pcfg.get("stars") or {})}["min_stars"])
+    if pcfg.get("method") == "psfex":
+        return _psfex_band(image, stars, store, pcfg.get("psfex"), pcfg.get("energy"), min_stars)
+    psf = build_band_psf(image, stars, pcfg.get("builder"), pcfg.get("energy"), min_stars)
+    return store.write_bytes(f"psf/{image.band}.fits", _fits_bytes(psf)), psf
 
 
 def _summary(psfs: Mapping[str, Any], ref: str, n_selected: int) -> dict[str, Any]:
@@ -263,7 +284,8 @@ def _psfex_band(image, stars: Table, store, settings, energy=None, min_stars: in
             curve = measure_energy(image, stars, energy, norm_radius=float(psf.basis.shape[-1] // 2))
             set_ee_fraction(path, stamp_fraction(curve, psf.basis.shape[-2:]))
         url = store.write_bytes(f"psf/{image.band}.psf", Path(path).read_bytes())
-    psf = PSFExPSF(url, band=image.band, pixel_scale=image.pixel_scale)
+    psf = PSFExPSF(url, band=image.band, pixel_scale=image.pixel_scale,
+                   storage_options=store.storage_options)
     psf.data, psf.energy = psf.stamp() / psf.ee_fraction, curve   # unit-sum shape for the figure
     return url, psf
 

@@ -18,36 +18,58 @@ from astropy.table import Table, vstack
 
 from ..settings import default_config
 
-__all__ = ["detect_reference", "stellar_locus", "select_stars", "DEFAULTS"]
+__all__ = ["detect_reference", "detect_tile", "stellar_locus", "select_stars", "DEFAULTS"]
 
 DEFAULTS: dict[str, Any] = default_config()["psf"]["stars"]   # the predecessor's selection
 
 
-def detect_reference(field, grid, band: str, settings: Mapping[str, Any] | None = None) -> Table:
+def detect_reference(field, grid, band: str, settings: Mapping[str, Any] | None = None,
+                     client: Any = None) -> Table:
     """Sources of ``band`` over the whole field, tile by tile (each tile's core
-    owns its sources, so nothing is counted twice; memory stays one tile)."""
-    from ..detect import detect_sources
-    s = {**DEFAULTS, **(settings or {})}
+    owns its sources, so nothing is counted twice; memory stays one tile).
+
+    With a distributed ``client`` the tiles are Dask tasks on its workers
+    (:func:`detect_tile`), with a progress bar; without one they run here.
+    """
+    from ..progress import bar
     image = field.bands[band]
-    tables = []
-    for tile in grid.tiles:
-        cut = image.cutout(tile.halo_on(image.factor))
-        if not np.any(cut.wht > 0):
-            continue
-        found, _ = detect_sources(cut, {"thresh": s["thresh"], "deblend_cont": 0.005})
-        if not len(found):
-            continue
-        ys, xs = tile.halo_on(image.factor)
-        cy, cx = tile.core_on(image.factor)
-        x = np.asarray(found["x"]) + xs.start
-        y = np.asarray(found["y"]) + ys.start
-        own = (x >= cx.start - 0.5) & (x < cx.stop - 0.5) & (y >= cy.start - 0.5) & (y < cy.stop - 0.5)
-        found["X_BAND"], found["Y_BAND"] = x, y
-        found["EDGE_DIST"] = _distance_to_invalid(cut.wht, np.asarray(found["x"]), np.asarray(found["y"]))
-        tables.append(found[own])
+    desc = f"PSF stars ({band})"
+    if client is None:
+        tables = [detect_tile(image, tile, settings) for tile in bar(grid.tiles, desc=desc, unit="tile")]
+    else:
+        from distributed import as_completed
+        futures = [client.submit(detect_tile, image, tile, settings, key=f"psf-stars-{tile.id}",
+                                 pure=False) for tile in grid.tiles]
+        with bar(total=len(futures), desc=desc, unit="tile") as progress:
+            for _ in as_completed(futures):
+                progress.update(1)
+        tables = client.gather(futures)   # in tile order, whatever finished first
+    tables = [t for t in tables if t is not None and len(t)]
     if not tables:
         raise ValueError(f"{image.sci_path}: no sources detected in band {band} for PSF stars")
     return vstack(tables, metadata_conflicts="silent")
+
+
+def detect_tile(image, tile, settings: Mapping[str, Any] | None = None) -> Table | None:
+    """Sources of one band in one tile whose core owns them (None when the
+    band has no data there): positions on the band's grid (``X_BAND``,
+    ``Y_BAND``) and the distance to the nearest invalid pixel."""
+    from ..detect import detect_sources
+    s = {**DEFAULTS, **(settings or {})}
+    cut = image.cutout(tile.halo_on(image.factor))
+    if not np.any(cut.wht > 0):
+        return None
+    found, _ = detect_sources(cut, {"thresh": s["thresh"], "deblend_cont": 0.005})
+    if not len(found):
+        return None
+    ys, xs = tile.halo_on(image.factor)
+    cy, cx = tile.core_on(image.factor)
+    x = np.asarray(found["x"]) + xs.start
+    y = np.asarray(found["y"]) + ys.start
+    own = (x >= cx.start - 0.5) & (x < cx.stop - 0.5) & (y >= cy.start - 0.5) & (y < cy.stop - 0.5)
+    found["X_BAND"], found["Y_BAND"] = x, y
+    found["EDGE_DIST"] = _distance_to_invalid(cut.wht, np.asarray(found["x"]), np.asarray(found["y"]))
+    return found[own]
 
 
 def _distance_to_invalid(wht: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
