@@ -16,6 +16,8 @@ import numpy as np
 from astropy.coordinates import SkyCoord, search_around_sky
 from astropy.table import Column, Table
 
+from .flags import float_column
+
 __all__ = ["Match", "match_one_to_one", "aligned", "match_model_catalog", "position_columns"]
 
 
@@ -100,20 +102,12 @@ def position_columns(table: Table) -> tuple[np.ndarray, np.ndarray]:
     """Sky position of each row of one of our catalogs: the detection
     centroid (``RA``/``DEC``, measured on the detection image as DJA's
     positions are, and the same for every model), else the fitted centre."""
-    nan = np.full(len(table), np.nan)
-    ra = _floats(table["RA"]) if "RA" in table.colnames else nan
-    dec = _floats(table["DEC"]) if "DEC" in table.colnames else nan
+    ra, dec = float_column(table, "RA"), float_column(table, "DEC")
     if "RA_MODEL" in table.colnames and "DEC_MODEL" in table.colnames:
-        rm, dm = _floats(table["RA_MODEL"]), _floats(table["DEC_MODEL"])
+        rm, dm = float_column(table, "RA_MODEL"), float_column(table, "DEC_MODEL")
         use = ~(np.isfinite(ra) & np.isfinite(dec))
         ra, dec = np.where(use, rm, ra), np.where(use, dm, dec)
     return ra, dec
-
-
-def _floats(col) -> np.ndarray:
-    if hasattr(col, "filled"):
-        return np.asarray(col.filled(np.nan), dtype=float)
-    return np.asarray(col, dtype=float)
 
 
 def aligned(table: Table, index: np.ndarray) -> Table:

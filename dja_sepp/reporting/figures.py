@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flags import FAINT, GOOD
+from .flags import FAINT, GOOD, float_column
 from .inputs import dja_mag
 
 __all__ = ["Figure", "Skipped", "png", "mag_comparison", "morphology_hexbins",
@@ -58,15 +58,6 @@ def _new(w: float, h: float, rows: int = 1, cols: int = 1):
     return fig, axes
 
 
-def _f(table, name: str) -> np.ndarray:
-    if name not in table.colnames:
-        return np.full(len(table), np.nan)
-    col = table[name]
-    if hasattr(col, "filled"):
-        col = col.filled(np.nan)
-    return np.asarray(col, dtype=float)
-
-
 def reference_band(bands, preferred: str) -> str | None:
     """``preferred`` (the limit band, F277W) when the run has it, else the reddest band."""
     bands = [b.upper() for b in bands]
@@ -96,7 +87,7 @@ def mag_comparison(mp, bands, mag_max: float) -> Figure | Skipped:
     notes = []
     for ax, band in zip(axes.ravel(), usable):
         ref = dja_mag(mp.base, band)
-        ours = _f(table, f"MAG_MODEL_{band}")
+        ours = float_column(table, f"MAG_MODEL_{band}")
         sel = np.isin(flag, (GOOD, FAINT)) & np.isfinite(ref) & np.isfinite(ours) & (ref < mag_max)
         diff = ours[sel] - ref[sel]
         ax.scatter(ref[sel], diff, s=6, alpha=0.6, color="tab:blue", lw=0)
@@ -134,12 +125,12 @@ def morphology_hexbins(mp, model: str, band: str) -> Figure | Skipped:
     if kind == "other":
         return Skipped(title, "the model has neither a Sersic index nor a disk")
     good = np.asarray(table["flag"]) == GOOD
-    mag = _f(table, f"MAG_MODEL_{band}")
+    mag = float_column(table, f"MAG_MODEL_{band}")
     if not (good & np.isfinite(mag)).any():
         return Skipped(title, "no row flagged good")
     fig, axes = _new(12, 3.6, 1, 3)
     for ax, (col, label, log) in zip(axes[0], _morph_columns(table, kind, band)):
-        y = _f(table, col) * (3600.0 if col.endswith("_deg") else 1.0)
+        y = float_column(table, col) * (3600.0 if col.endswith("_deg") else 1.0)
         sel = good & np.isfinite(mag) & np.isfinite(y) & ((y > 0) if log else True)
         if sel.sum() >= 1:
             ax.hexbin(mag[sel], np.log10(y[sel]) if log else y[sel], gridsize=25, mincnt=1,
@@ -164,7 +155,7 @@ def bt_distributions(mp, model: str, bands) -> Figure | Skipped:
     ax = axes[0, 0]
     edges = np.linspace(0, 1, 21)
     for band in cols:
-        bt = _f(table, f"B/T_{band}")[good]
+        bt = float_column(table, f"B/T_{band}")[good]
         ax.hist(bt[np.isfinite(bt)], bins=edges, histtype="step", lw=1.5, label=band)
     ax.set_xlabel("B/T")
     ax.set_ylabel("sources")
@@ -180,8 +171,8 @@ def ormerod_re(z) -> np.ndarray:
 
 def redshift(base) -> np.ndarray:
     """``z_spec`` where positive, else ``z_phot``; NaN without either."""
-    z = _f(base, "z_phot")
-    zs = _f(base, "z_spec")
+    z = float_column(base, "z_phot")
+    zs = float_column(base, "z_spec")
     return np.where(np.isfinite(zs) & (zs > 0), zs, z)
 
 
@@ -206,7 +197,7 @@ def size_redshift(mp) -> Figure | Skipped:
     from astropy.stats import sigma_clipped_stats
     table = mp.models[model]
     good = (np.asarray(table["flag"]) == GOOD) & np.isfinite(z) & (z > 0)
-    re_arcsec = _f(table, "RADIUS")
+    re_arcsec = float_column(table, "RADIUS")
     sel = good & np.isfinite(re_arcsec) & (re_arcsec > 0)
     if not sel.any():
         return Skipped(title, "no good row with a redshift")
@@ -233,7 +224,8 @@ def size_redshift(mp) -> Figure | Skipped:
     ax.set_ylabel("r_e (kpc, semi-major)")
     ax.legend(fontsize=8)
     caption = (f"{model}: RADIUS (semi-major half-light radius) in proper kpc with Planck18, rows "
-               f"flagged good; red: 3-sigma clipped median of log r_e per redshift bin.")
+               f"flagged good; red: 3-sigma clipped median of log r_e per redshift bin; blue: "
+               f"Ormerod et al. (2023), r_e = 4.5 (1 + z)^-0.71 kpc.")
     return Figure("size_redshift.png", title, caption, png(fig))
 
 
@@ -250,12 +242,12 @@ def uvj(mp) -> Figure | Skipped:
     if model is None:
         return Skipped(title, "no single-Sersic model in the run")
     table = mp.models[model]
-    u_, v_, j_ = (_f(mp.base, c) for c in ("restU", "restV", "restJ"))
+    u_, v_, j_ = (float_column(mp.base, c) for c in ("restU", "restV", "restJ"))
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = -2.5 * np.log10(u_ / v_)
         vj = -2.5 * np.log10(v_ / j_)
     z = redshift(mp.base)
-    n = _f(table, "SERSIC")
+    n = float_column(table, "SERSIC")
     sel = (np.asarray(table["flag"]) == GOOD) & np.isfinite(uv) & np.isfinite(vj) & \
         np.isfinite(n) & np.isfinite(z)
     if not sel.any():

@@ -41,7 +41,9 @@ NOT_FITTED, ARTEFACT, GOOD, FAINT = 0, 1, 2, 3
 FLAG_NAMES = {NOT_FITTED: "not fitted", ARTEFACT: "artefact", GOOD: "good", FAINT: "faint / low S/N"}
 
 
-def _col(table: Table, name: str) -> np.ndarray:
+def float_column(table: Table, name: str) -> np.ndarray:
+    """``table[name]`` as floats, masked entries NaN; all NaN when the
+    column is absent (a catalog without DJA columns, a model without B/T)."""
     if name not in table.colnames:
         return np.full(len(table), np.nan)
     col = table[name]
@@ -84,14 +86,14 @@ def artefact_mask(table: Table, bits: int) -> np.ndarray:
     kind = model_kind(table)
     with np.errstate(invalid="ignore"):
         if kind == "sersic":
-            q, n = _col(table, "AXRATIO"), _col(table, "SERSIC")
+            q, n = float_column(table, "AXRATIO"), float_column(table, "SERSIC")
             good = (q < 0.99) & (np.abs(n - 0.36) > 1e-4) & (n > 0.301) & (n < 8.35)
         elif kind == "bd":
-            q = _col(table, "DISK_AXRATIO")
+            q = float_column(table, "DISK_AXRATIO")
             good = (q > 0.1001) & (q < 0.9999) & (np.abs(q - 0.5) > 1e-5)
         else:
             good = np.ones(len(table), bool)
-    flags = _col(table, "FLAGS")
+    flags = float_column(table, "FLAGS")
     flagged = np.zeros(len(table), bool)
     finite = np.isfinite(flags)
     flagged[finite] = (flags[finite].astype(np.int64) & bits) != 0

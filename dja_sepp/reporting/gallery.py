@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .figures import Figure, Skipped, _f, _new, png
+from .figures import Figure, Skipped, _new, png
+from .flags import float_column
 from .flags import GOOD
 
 __all__ = ["run_images", "psf_figure", "gallery", "pick_gallery_rows"]
@@ -85,7 +86,7 @@ def pick_gallery_rows(table, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]
     rng = np.random.default_rng(seed)
     random_good = np.sort(rng.choice(good, size=min(n, len(good)), replace=False)) \
         if len(good) else good
-    chi2 = _f(table, "CHI2_REDUCED")
+    chi2 = float_column(table, "CHI2_REDUCED")
     fitted = np.flatnonzero(np.isfinite(chi2) & (flag > 0))
     worst = fitted[np.argsort(-chi2[fitted], kind="stable")][:n]
     return random_good, worst
@@ -158,12 +159,12 @@ def gallery(run, table, rows, band: str, title: str, name: str, size: float) -> 
 
 def _label(table, row: int, band: str) -> str:
     parts = []
-    if "ID" in table.colnames and np.isfinite(_f(table, "ID")[row]):
-        parts.append(f"ID {int(_f(table, 'ID')[row])}")
-    mag = _f(table, f"MAG_MODEL_{band}")[row]
+    if "ID" in table.colnames and np.isfinite(float_column(table, "ID")[row]):
+        parts.append(f"ID {int(float_column(table, 'ID')[row])}")
+    mag = float_column(table, f"MAG_MODEL_{band}")[row]
     if np.isfinite(mag):
         parts.append(f"{mag:.1f} mag")
-    chi2 = _f(table, "CHI2_REDUCED")[row]
+    chi2 = float_column(table, "CHI2_REDUCED")[row]
     if np.isfinite(chi2):
         parts.append(f"chi2 {chi2:.2f}")
     return "\n".join(parts)

@@ -20,7 +20,7 @@ from astropy.table import Column, Table
 
 from .crossmatch import (Match, aligned, match_model_catalog, match_one_to_one,
                          position_columns)
-from .flags import (FLAG_NAMES, artefact_bits, artefact_mask, faint_mask, field_limit,
+from .flags import (FLAG_NAMES, artefact_bits, artefact_mask, faint_mask, field_limit, float_column,
                     quality_flags)
 from .inputs import RunInfo
 
@@ -70,15 +70,6 @@ class MorphoPhot:
         return {f: int((flags == f).sum()) for f in FLAG_NAMES}
 
 
-def _floats(table: Table, name: str) -> np.ndarray:
-    if name not in table.colnames:
-        return np.full(len(table), np.nan)
-    col = table[name]
-    if hasattr(col, "filled"):
-        col = col.filled(np.nan)
-    return np.asarray(col, dtype=float)
-
-
 def build_morpho_phot(run: RunInfo, dja: Table | None,
                       settings: Mapping[str, Any] | None = None) -> MorphoPhot:
     """Match every model's catalog one-to-one to DJA (or to the primary
@@ -125,10 +116,10 @@ def build_morpho_phot(run: RunInfo, dja: Table | None,
         matched = np.zeros(len(base), bool)
         matched[match.left] = True
         if kind == "dja":
-            flux, err = _floats(base, "flux_auto"), _floats(base, "fluxerr_auto")
+            flux, err = float_column(base, "flux_auto"), float_column(base, "fluxerr_auto")
         else:
-            flux, err = _floats(table, "FLUX_AUTO"), _floats(table, "FLUXERR_AUTO")
-        mag = _floats(table, f"MAG_MODEL_{str(rs['limit_band']).upper()}")
+            flux, err = float_column(table, "FLUX_AUTO"), float_column(table, "FLUXERR_AUTO")
+        mag = float_column(table, f"MAG_MODEL_{str(rs['limit_band']).upper()}")
         faint = faint_mask(flux, err, mag, float(rs["snr_min"]), limit)
         table["flag"] = Column(quality_flags(matched, artefact_mask(table, bits), faint),
                                description="0 not fitted, 1 artefact, 2 good, 3 faint/low S/N")
