@@ -46,7 +46,8 @@ def bar(iterable: Iterable | None = None, **kwargs: Any):
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=not is_shown() or kwargs.pop("disable", False), **kwargs)
+    off = bool(kwargs.pop("disable", False))
+    return tqdm(iterable, disable=off or not is_shown(), **kwargs)
 
 
 class TaskProgress:

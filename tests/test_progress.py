@@ -55,3 +55,11 @@ def test_reports_are_throttled():
     assert len(sent) == 1
     task.emit(force=True)
     assert sent[-1]["done"] == 50.0
+
+
+def test_bars_are_off_unless_shown():
+    assert progress.bar(range(3)).disable
+    assert progress.bar(range(3), disable=True).disable
+    with progress.shown(True):
+        assert not progress.bar(range(3), file=open("/dev/null", "w")).disable
+        assert progress.bar(range(3), disable=True).disable
