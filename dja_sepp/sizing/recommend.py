@@ -210,10 +210,9 @@ def write_markdown(path, result: Mapping[str, Any], top: int = 5) -> None:
 def write_plot(path, recs: Sequence[Mapping[str, Any]], top: int = 5) -> None:
     """``sizing.png``: predicted cost against wall time of every candidate,
     one colour per instance family, the best marked."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 5))
+    from matplotlib.figure import Figure   # no pyplot: the caller's backend is left alone
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
     families = sorted({r["instance_type"].split(".")[0] for r in recs})
     for fam in families:
         sub = [r for r in recs if r["instance_type"].startswith(fam + ".")]
@@ -235,4 +234,3 @@ def write_plot(path, recs: Sequence[Mapping[str, Any]], top: int = 5) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
