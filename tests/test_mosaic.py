@@ -12,7 +12,7 @@ from dja_sepp.demo import demo_tiling
 from dja_sepp.fit.base import get_engine
 from dja_sepp.io.field import Field
 from dja_sepp.mosaic import _open_group, export_fits, open_band
-from dja_sepp.pipeline.graph import mosaic_run, rebuild_grid
+from dja_sepp.pipeline.driver import mosaic_run, rebuild_grid
 from dja_sepp.psf import load_psf
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from conftest import SMALL_SIZE
 from dja_sepp import run
 from dja_sepp.demo import demo_tiling
 from dja_sepp.io.store import RunStore
-from dja_sepp.pipeline.graph import resume
+from dja_sepp.pipeline.driver import resume
 
 pytestmark = pytest.mark.slow
 
