@@ -147,11 +147,14 @@ def main() -> None:
     ap.add_argument("--spacing", type=int, default=SPACING)
     ap.add_argument("--mags", type=float, nargs=2, default=(21.0, 25.0), help="magnitude range drawn")
     ap.add_argument("--restart", type=float, default=None, help="fit.bd_restart (default: the config's)")
+    ap.add_argument("--staged", action="store_true", help="fit.bd_staged: start from a Sersic fit")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     cfg, scene, sources, nearest, found = make(args.galaxies, args.seed, args.psf, args.spacing, args.mags)
     if args.restart is not None:
         cfg["fit"]["bd_restart"] = args.restart
+    if args.staged:
+        cfg["fit"]["bd_staged"] = True
     results = []
     for model in args.models:
         results.append(measure(model, cfg, scene, sources, nearest, found))
@@ -163,7 +166,8 @@ def main() -> None:
         data = json.loads(path.read_text()) if path.exists() else {}
         data[f"{args.label}/{args.psf}"] = {"galaxies": args.galaxies, "seed": args.seed, "bands": list(BANDS),
                             "psf": args.psf, "spacing": args.spacing, "mags": list(args.mags),
-                                                "bd_restart": cfg["fit"].get("bd_restart"), "results": results}
+                                                "bd_restart": cfg["fit"].get("bd_restart"),
+                                                "bd_staged": bool(cfg["fit"].get("bd_staged")), "results": results}
         path.write_text(json.dumps(data, indent=1))
         print(f"wrote {path} [{args.label}/{args.psf}]")
 

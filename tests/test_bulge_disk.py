@@ -89,6 +89,14 @@ def test_bt_per_band_other_bulge_disk_models(cfg, field_scene, model):
 
 
 @pytest.mark.slow
+def test_staged_start_from_a_sersic_fit(cfg, field_scene):
+    """``fit.bd_staged``: B+D started from a single-Sersic fit meets the same targets."""
+    staged = {**cfg, "fit": {**cfg["fit"], "bd_staged": True}}
+    fits, found = _fit(field_scene, staged, "B+D")
+    _check(field_scene.truth, fits, found, "B+D", FAST_BANDS, "F277W")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [
     "B+D",
     pytest.param("B+D_corr", marks=pytest.mark.xfail(reason="B/T median offset +0.021 / +0.026 in F277W / "

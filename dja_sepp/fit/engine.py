@@ -309,6 +309,8 @@ class _TileState:
             r[0] = type(r[0])(r[0].kind, r[0].lo - x0, r[0].hi - x0)
             r[1] = type(r[1])(r[1].kind, r[1].lo - y0, r[1].hi - y0)
         try:
+            if opts.get("bd_staged") and {"bulge", "disk"} <= {c.name for c in mdef.components}:
+                starts = self._staged_starts(mdef, starts, ranges, contexts, data, x0, y0)
             fit = fit_group(mdef, starts, ranges, contexts, data, int(opts["max_iterations"]),
                             float(opts["tolerance"]))
             fit = self._restart_bulge(mdef, fit, starts, ranges, contexts, data)
@@ -322,6 +324,45 @@ class _TileState:
         fit.theta[:, 1] += y0
         return fit
 
+
+    def _staged_starts(self, mdef, starts, ranges, contexts, data, x0, y0):
+        """Bulge + disk starts from a single-Sersic fit (``fit.bd_staged``):
+        centre, angle and disk axis ratio from it, the disk r_e 1.2 and the
+        bulge r_e 0.3 x its r_e (window coordinates, inside the ranges)."""
+        from .geometry import ellipticity
+        smdef = load_model("sersic")
+        sin = [smdef.initial(c) for c in contexts]
+        sst = np.array([i[0] for i in sin])
+        srg = [i[1] for i in sin]
+        for st, r in zip(sst, srg):
+            st[0] -= x0
+            st[1] -= y0
+            r[0] = type(r[0])(r[0].kind, r[0].lo - x0, r[0].hi - x0)
+            r[1] = type(r[1])(r[1].kind, r[1].lo - y0, r[1].hi - y0)
+        sfit = fit_group(smdef, sst, srg, contexts, data, int(self.opts["max_iterations"]),
+                         float(self.opts["tolerance"]))
+        sn = {p: j for j, p in enumerate(smdef.parameter_names)}
+        names = mdef.parameter_names
+        comps = {c.name: c for c in mdef.components}
+        new = starts.copy()
+        for i in range(len(starts)):
+            th = sfit.theta[i]
+            q, phi, _ = ellipticity(th[sn["e1"]], th[sn["e2"]])
+            want = {"x": th[sn["x"]], "y": th[sn["y"]]}
+            geo_b, geo_d = comps["bulge"].geometry, comps["disk"].geometry
+            for key, value in ((geo_d.get("re"), 1.2 * th[sn["re"]]), (geo_b.get("re"), 0.3 * th[sn["re"]]),
+                               (geo_d.get("q"), q), (geo_d.get("angle"), phi)):
+                if isinstance(key, str):
+                    want[key] = value
+            for key, value in want.items():
+                j = names.index(key)
+                rr = ranges[i][j]
+                if rr.kind == "free":
+                    new[i, j] = value
+                else:
+                    span = rr.hi - rr.lo
+                    new[i, j] = float(np.clip(value, rr.lo + 1e-3 * span, rr.hi - 1e-3 * span))
+        return new
 
     def _restart_bulge(self, mdef, fit, starts, ranges, contexts, data):
         """A bulge + disk fit that ended with a shape parameter at a bound or
