@@ -59,6 +59,7 @@ def test_demo_builds_psfs_unless_asked_for_the_truth():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)   # ~10 min on 2 free cores; much longer on a shared machine
 def test_demo_end_to_end_prints_its_truth_comparison(tmp_path):
     """A small demo (16", 30 galaxies, built PSFs, no mosaic): the console ends
     with the comparison against the truth."""
