@@ -10,7 +10,10 @@ The public API is small:
 - :func:`load_config` resolves a run configuration;
 - :func:`report` cross-matches a run with the DJA catalogs, flags every row
   and writes the morpho-phot table, figures and an HTML page
-  (:mod:`dja_sepp.reporting`).
+  (:mod:`dja_sepp.reporting`);
+- :func:`size_field` measures a sample of a field's tiles and recommends an
+  instance type, workers, tile size and instance count with predicted wall
+  time and cost (:mod:`dja_sepp.sizing`).
 
 The names are imported on first use, so ``dja-sepp --help`` and
 ``--version`` do not wait for astropy and Dask.
@@ -23,10 +26,11 @@ __version__ = "0.1.0"
 
 _WHERE = {"run": ".pipeline", "RunResult": ".pipeline", "Field": ".io.field",
           "load_field": ".io.field", "load_config": ".settings", "make_tiles": ".tiling",
-          "TileGrid": ".tiling", "report": ".reporting", "ReportResult": ".reporting"}
+          "TileGrid": ".tiling", "report": ".reporting", "ReportResult": ".reporting",
+          "size_field": ".sizing", "SizingResult": ".sizing"}
 
 __all__ = ["__version__", "run", "RunResult", "Field", "load_field", "make_tiles", "TileGrid",
-           "load_config", "report", "ReportResult"]
+           "load_config", "report", "ReportResult", "size_field", "SizingResult"]
 
 
 def __getattr__(name: str):
