@@ -88,6 +88,25 @@ def test_bt_per_band_other_bulge_disk_models(cfg, field_scene, model):
     _check(field_scene.truth, fits, found, model, FAST_BANDS, "F277W")
 
 
+@pytest.mark.slow   # two B+D fits of 12 bright galaxies: ~45 core-s
+def test_restart_undoes_swapped_bulge_and_disk(cfg):
+    """Bright galaxies (mag 21-23, F150W and F444W on 0.04"): from r_b = r_d =
+    radius two of twelve B+D fits end with the bulge larger than the disk
+    (B/T 0.45 -> 0.85, 0.56 -> 0.95 in F150W); ``fit.bd_restart`` fits them
+    again from a small bulge and keeps the better optimum."""
+    bands = ("F150W", "F444W")
+    scene = _scene(18, 2, 6, 80, (21.0, 23.0), bands, {b: 1 for b in bands})
+    swaps = {}
+    for restart in (0.0, 0.25):
+        fits, found = _fit(scene, {**cfg, "fit": {**cfg["fit"], "bd_restart": restart}}, "B+D")
+        assert found.all()
+        swaps[restart] = int(np.sum(np.asarray(fits["FLAGS"]) & int(FitFlag.BULGE_LARGER) != 0))
+        if restart:
+            dbt = np.asarray(fits["B/T_F150W"]) - np.asarray(scene.truth["BT_F150W"])
+            assert np.max(np.abs(dbt)) < 0.15
+    assert swaps[0.0] >= 1 and swaps[0.25] == 0, swaps
+
+
 @pytest.mark.slow
 def test_staged_start_from_a_sersic_fit(cfg, field_scene):
     """``fit.bd_staged``: B+D started from a single-Sersic fit meets the same targets."""
