@@ -275,19 +275,33 @@ def _psfex_band(image, stars: Table, store, settings, energy=None, min_stars: in
     stars' encircled energy) goes into the run's ``psf/``."""
     import tempfile
     from pathlib import Path
-    from .psfex import PSFExPSF, run_psfex, set_ee_fraction
+    from .psfex import PSFExPSF, reweight_basis, run_psfex, set_ee_fraction
     with tempfile.TemporaryDirectory(prefix="dja_sepp_psf_") as tmp:
         path = run_psfex(image, stars, tmp, settings, min_stars)
         psf = PSFExPSF(path, band=image.band, pixel_scale=image.pixel_scale)
         curve = None
         if energy is not False:
-            curve = measure_energy(image, stars, energy, norm_radius=float(psf.basis.shape[-1] // 2))
+            e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
+            curve = measure_energy(image, stars, e, norm_radius=float(psf.basis.shape[-1] // 2))
+            if e.get("match_from") is not None:
+                # the stamp's annuli follow the stars' curve of growth, as for
+                # the built-in stack: one radial factor map for every term
+                reweight_basis(path, _match_factor(psf.stamp(), curve, float(e["match_from"])))
             set_ee_fraction(path, stamp_fraction(curve, psf.basis.shape[-2:]))
         url = store.write_bytes(f"psf/{image.band}.psf", Path(path).read_bytes())
     psf = PSFExPSF(url, band=image.band, pixel_scale=image.pixel_scale,
                    storage_options=store.storage_options)
     psf.data, psf.energy = psf.stamp() / psf.ee_fraction, curve   # unit-sum shape for the figure
     return url, psf
+
+
+def _match_factor(stamp: np.ndarray, curve: EnergyCurve, r_min: float) -> np.ndarray:
+    """Pixel factors taking a stamp's radial light distribution to the
+    curve of growth (:func:`match_profile`), 1 where the stamp is empty."""
+    unit = stamp / stamp.sum()
+    matched = match_profile(unit, curve, r_min)
+    matched = matched / matched.sum()
+    return np.where(unit > 0, matched / np.where(unit > 0, unit, 1.0), 1.0)
 
 
 def _fits_bytes(psf: ImagePSF) -> bytes:

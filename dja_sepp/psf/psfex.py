@@ -81,6 +81,16 @@ class PSFExPSF(PSF):
         return img * (self.ee_fraction / img.sum())
 
 
+def reweight_basis(path: str | Path, factor: np.ndarray) -> None:
+    """Multiply every basis image of a ``.psf`` file by ``factor`` (a map of
+    the stamp's shape): a radial reweighting applied to all the polynomial
+    terms changes the PSF the same way at every position."""
+    with fits.open(path, mode="update") as hdul:
+        data = hdul["PSF_DATA"].data
+        data["PSF_MASK"][0] = (np.asarray(data["PSF_MASK"][0], np.float64) * factor).astype(
+            data["PSF_MASK"].dtype)
+
+
 def set_ee_fraction(path: str | Path, fraction: float) -> None:
     """Record in a ``.psf`` file the share of the total light its stamp holds."""
     with fits.open(path, mode="update") as hdul:
