@@ -7,6 +7,11 @@ on 0.02", long-wave on 0.04"), single-Sersic (``sersic_rg4``) and bulge+disk
 against truth per S/N bin (magnitude bias and robust scatter, r_e and n
 robust scatter, B/T scatter).
 
+Each model and band set is fitted twice: with the simulator's true PSFs and
+with PSFs *built by the pipeline* (``dja_sepp.psf.build_psfs``: stars
+selected and stacked, encircled energy to large radius, ``EEFRAC``) from a
+separate simulated star field with the same optics, as a run would build them.
+
 Part 2 - pyimfit (imfit's Levenberg-Marquardt, C++) and our engine on the
 same single-band 64x64 F444W stamps, same PSF (65x65, unit sum), same noise,
 both started from the same detection measurements: time per fit and accuracy
@@ -15,7 +20,7 @@ against truth.
 Targets (issue #3): <= 0.05 core-s per source-band for multi-band Sersic; at
 least 20x faster than pyimfit per single-band fit at equal or better accuracy.
 
-Usage: python benchmarks/engine.py [--galaxies 48] [--out bench_out/engine]
+Usage: python benchmarks/engine.py [--galaxies 48] [--psf both|truth|built] [--out bench_out/engine]
 """
 from __future__ import annotations
 
@@ -78,25 +83,48 @@ def _accuracy(truth, fits, found, bands, kind: str) -> dict:
     return out
 
 
-def run_engine(n_gal: int) -> list[dict]:
+def built_psfs(bands, out: Path) -> dict:
+    """PSFs of ``bands`` built by the pipeline's PSF step from a simulated
+    40" field with 60 stars (same optics as the scenes), as a run builds them."""
+    from dja_sepp.io.field import Field
+    from dja_sepp.io.store import RunStore
+    from dja_sepp.psf import build_psfs, load_psf
+    from dja_sepp.settings import load_config
+    from dja_sepp.sim import simulate_field
+    from dja_sepp.tiling import make_tiles
+    sim = simulate_field(out / "stars" / "images", field="stars", size_arcsec=40, bands=tuple(bands),
+                         n_galaxies=40, n_stars=60, seed=7, blank=None)
+    fld = Field.from_directory(sim.images_dir)
+    cfg = load_config()
+    grid = make_tiles(fld, 20.0, 3.0, 64)
+    paths = build_psfs(fld, grid, RunStore(out / "stars" / "run"), cfg, bands=list(fld.bands))
+    return {b: load_psf(p, band=b, pixel_scale=fld.bands[b].pixel_scale) for b, p in paths.items()}
+
+
+def run_engine(n_gal: int, psf_modes=("truth", "built"), out: Path = Path("bench_out/engine")) -> list[dict]:
     from dja_sepp.fit.base import get_engine
     from dja_sepp.sim.scenes import detect_and_match
     cfg = _config()
     engine = get_engine("builtin")
+    built = built_psfs(BAND_SETS[max(BAND_SETS)], out) if "built" in psf_modes else {}
     rows = []
     for model, kind in (("sersic_rg4", "sersic"), ("B+D", "bulge+disk")):
         for nb, bands in BAND_SETS.items():
-            scene = _scene(n_gal, bands, kind, seed=100 + nb)
-            sources, nearest, found = detect_and_match(scene, cfg["detection"])
-            t0 = time.process_time()
-            table = engine.fit(sources, scene.detection, scene.bands, model, cfg["fit"])
-            cpu = time.process_time() - t0
-            fits = table[nearest]
-            rows.append({"model": model, "bands": nb, "sources": len(sources),
-                         "core_s_per_source_band": cpu / (len(sources) * nb),
-                         "accuracy": _accuracy(scene.truth, fits, found, bands, kind)})
-            print(f"  {model:10s} {nb} bands: {rows[-1]['core_s_per_source_band']:.3f} core-s/source-band",
-                  flush=True)
+            for mode in psf_modes:
+                scene = _scene(n_gal, bands, kind, seed=100 + nb)
+                if mode == "built":
+                    for cut in scene.bands:
+                        cut.psf = built[cut.band]
+                sources, nearest, found = detect_and_match(scene, cfg["detection"])
+                t0 = time.process_time()
+                table = engine.fit(sources, scene.detection, scene.bands, model, cfg["fit"])
+                cpu = time.process_time() - t0
+                fits = table[nearest]
+                rows.append({"model": model, "bands": nb, "psf": mode, "sources": len(sources),
+                             "core_s_per_source_band": cpu / (len(sources) * nb),
+                             "accuracy": _accuracy(scene.truth, fits, found, bands, kind)})
+                print(f"  {model:10s} {nb} bands, {mode} PSF: "
+                      f"{rows[-1]['core_s_per_source_band']:.3f} core-s/source-band", flush=True)
     return rows
 
 
@@ -196,13 +224,13 @@ def run_pyimfit(n_gal: int) -> dict:
 
 def print_tables(engine_rows: list[dict], peer: dict) -> None:
     print("\nEngine cost and accuracy (F444W, or the reddest band; S/N = flux / error)")
-    print(f"{'model':10s} {'bands':>5s} {'core-s/src-band':>15s}  {'S/N bin':8s} {'N':>3s} "
+    print(f"{'model':10s} {'bands':>5s} {'PSF':>5s} {'core-s/src-band':>15s}  {'S/N bin':8s} {'N':>3s} "
           f"{'dmag med':>9s} {'dmag sc':>8s} {'re sc':>6s} {'n sc':>6s} {'B/T sc':>6s}")
     for r in engine_rows:
         first = True
         for name, a in r["accuracy"].items():
-            head = f"{r['model']:10s} {r['bands']:5d} {r['core_s_per_source_band']:15.3f}" if first \
-                else " " * 32
+            head = f"{r['model']:10s} {r['bands']:5d} {r.get('psf', 'truth'):>5s} " \
+                   f"{r['core_s_per_source_band']:15.3f}" if first else " " * 38
             print(f"{head}  {name:8s} {a['n']:3d} {a['dmag_median']:+9.3f} {a['dmag_scatter']:8.3f} "
                   f"{a.get('re_scatter', np.nan):6.3f} {a.get('n_scatter', np.nan):6.3f} "
                   f"{a.get('bt_scatter', np.nan):6.3f}")
@@ -219,12 +247,15 @@ def print_tables(engine_rows: list[dict], peer: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--galaxies", type=int, default=48)
+    ap.add_argument("--psf", choices=("both", "truth", "built"), default="both",
+                    help="fit with the true PSFs, with PSFs built by the pipeline, or both (default)")
     ap.add_argument("--out", default="bench_out/engine")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("our engine on GalSim scenes:", flush=True)
-    engine_rows = run_engine(args.galaxies)
+    modes = ("truth", "built") if args.psf == "both" else (args.psf,)
+    engine_rows = run_engine(args.galaxies, modes, out)
     print("pyimfit side by side:", flush=True)
     peer = run_pyimfit(min(args.galaxies, 32))
     print_tables(engine_rows, peer)
