@@ -17,7 +17,7 @@ STATE: dict = {}
 
 def reset() -> None:
     STATE.clear()
-    STATE.update(models=[], priors=[], outputs={}, images=[], settings={})
+    STATE.update(models=[], priors=[], outputs={}, images=[], settings={}, frames=[])
 
 
 class RangeType(Enum):
@@ -118,9 +118,14 @@ def install() -> None:
         setattr(cfg, key, _setter(key))
     cfg.__all__ = names + ["set_engine", "set_max_iterations", "use_iterative_fitting",
                            "set_meta_iterations", "set_deblend_factor", "set_meta_iteration_stop"]
+    mc = types.ModuleType("sourcextractor.config.measurement_config")
+    mc.global_measurement_config = types.SimpleNamespace(
+        add_measurement_image=lambda image: STATE["frames"].append(image))
+    cfg.measurement_config = mc
     pkg.config = cfg
     sys.modules["sourcextractor"] = pkg
     sys.modules["sourcextractor.config"] = cfg
+    sys.modules["sourcextractor.config.measurement_config"] = mc
 
 
 def run_config(text: str) -> dict:

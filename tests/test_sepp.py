@@ -102,7 +102,8 @@ def test_config_reproduces_the_yaml_model(model):
     assert kinds == per_band * len(BANDS)
     assert all(m.params[0] is scope["P"]["x"] and m.params[1] is scope["P"]["y"] for _, m in st["models"])
     assert [img for img, _ in st["models"]] == [b.sci for b in BANDS for _ in per_band]
-    for info, band in zip(st["images"], BANDS):
+    assert st["frames"] == [st["images"][0]] and st["images"][0]["image"] == "detection.fits"
+    for info, band in zip(st["images"][1:], BANDS):
         assert (info["psf"], info["weight"]) == (band.psf, band.wht)
         assert info["weight_type"] == "weight" and info["weight_absolute"] is True
         assert info["psf_renormalize"] is False and info["constant_background"] == 0.0
@@ -139,6 +140,7 @@ def test_assoc_catalog_and_arguments():
     table = assoc_table(sources, np.array([False, True]), 0.04)
     assert len(table) == 1 and table["ROW"][0] == 1.0
     assert (table["X"][0], table["Y"][0]) == (42.0, 13.2)  # 1-based
+    assert np.isnan(table["RA"][0])  # no WCS given
     assert table["GROUP"][0] == 6 and table["HALF_W"][0] == pytest.approx(3.0)
     args = assoc_arguments("assoc.fits")
     cols = table.colnames

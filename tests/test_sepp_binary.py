@@ -19,7 +19,7 @@ from astropy.wcs import WCS
 from dja_sepp.fit.base import BandCutout
 from dja_sepp.fit.catalog import finalize
 from dja_sepp.fit.flags import FitFlag
-from dja_sepp.fit.sepp import parse_catalog
+from dja_sepp.fit.sepp import parse_catalog, read_catalog
 from dja_sepp.models.definition import load_model
 
 DATA = Path(__file__).parent / "data" / "sepp"
@@ -31,7 +31,7 @@ def _committed():
     if not (DATA / "catalog.fits").exists():
         pytest.skip("no SE++ catalog committed (tests/data/sepp/make_catalog.py makes it)")
     header = fits.Header.fromstring((DATA / "detection_header.txt").read_text(), sep="\n")
-    return Table.read(DATA / "catalog.fits", hdu=1), Table.read(DATA / "sources.fits"), WCS(header)
+    return read_catalog(DATA / "catalog.fits"), Table.read(DATA / "sources.fits"), WCS(header)
 
 
 def test_parse_real_catalog():

@@ -43,7 +43,7 @@ from .flags import FitFlag
 from .sepp_config import ASSOC_NAMES, SeppBand, output_names, python_config
 
 __all__ = ["SeppEngine", "SeppError", "SeppUnavailable", "find_executable", "run_sepp",
-           "parse_catalog", "assoc_table", "STOP_REASONS"]
+           "parse_catalog", "read_catalog", "assoc_table", "STOP_REASONS"]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class SeppEngine(Engine):
         try:
             cmd = prepare_inputs(Path(scratch), sources, rows, detection, bands, mdef, sopts, exe)
             _, cpu = run_sepp(cmd, Path(scratch), sopts)
-            table = Table.read(Path(scratch) / "catalog.fits", hdu=1)
+            table = read_catalog(Path(scratch) / "catalog.fits")
         finally:
             if sopts.get("keep_files"):
                 log.info("SE++ files kept in %s", scratch)
@@ -139,20 +139,21 @@ class SeppEngine(Engine):
 
 # -- inputs -------------------------------------------------------------------
 
-def assoc_table(sources: Table, rows: np.ndarray, pixscale: float) -> Table:
+def assoc_table(sources: Table, rows: np.ndarray, pixscale: float, wcs=None) -> Table:
     """Assoc catalog of the sources to fit (columns in :func:`assoc_arguments`'
-    order): row index, 1-based centre, the detection measurements of
-    :data:`~dja_sepp.fit.sepp_config.ASSOC_NAMES`, footprint half sizes and group."""
+    order): sky position (from ``wcs``, the detection cutout's), the row index
+    and the detection measurements of :data:`~dja_sepp.fit.sepp_config.ASSOC_NAMES`,
+    footprint half sizes, group, and the 1-based detection pixel centre."""
     idx = np.flatnonzero(rows)
-    cols: dict[str, list] = {k: [] for k in ("X", "Y", *[n.upper() for n in ASSOC_NAMES],
-                                              "HALF_W", "HALF_H", "GROUP")}
+    cols: dict[str, list] = {k: [] for k in ("RA", "DEC", *[n.upper() for n in ASSOC_NAMES],
+                                              "HALF_W", "HALF_H", "GROUP", "X", "Y")}
     for i in idx:
         row = sources[i]
         ctx = detection_context(row, pixscale)
         x, y = float(row["x"]), float(row["y"])
         cols["X"].append(x + 1.0)
         cols["Y"].append(y + 1.0)
-        for name in ASSOC_NAMES:
+        for name in ASSOC_NAMES:  # (flux floored: SE++ starts the band fluxes there, in exponential ranges)
             value = float(i) if name == "row" else ctx[name]
             cols[name.upper()].append(max(value, 1e-4) if name == "flux" else value)
         if {"XMIN", "XMAX", "YMIN", "YMAX"} <= set(sources.colnames):
@@ -162,16 +163,23 @@ def assoc_table(sources: Table, rows: np.ndarray, pixscale: float) -> Table:
             cols["HALF_W"].append(3.0 * ctx["a"])
             cols["HALF_H"].append(3.0 * ctx["a"])
         cols["GROUP"].append(int(row["PARENT_ID"]) if "PARENT_ID" in sources.colnames else int(i) + 1)
+    if wcs is not None and len(idx):
+        ra, dec = wcs.pixel_to_world_values(np.asarray(cols["X"]) - 1.0, np.asarray(cols["Y"]) - 1.0)
+        cols["RA"], cols["DEC"] = list(np.atleast_1d(ra)), list(np.atleast_1d(dec))
+    else:
+        cols["RA"], cols["DEC"] = [np.nan] * len(idx), [np.nan] * len(idx)
     table = Table({k: np.asarray(v, dtype=np.int32 if k == "GROUP" else np.float64) for k, v in cols.items()})
     return table
 
 
 def assoc_arguments(path: str) -> list[str]:
-    """Command-line options making SE++ measure exactly the assoc sources."""
+    """Command-line options making SE++ measure exactly the assoc sources
+    (SE++ runs without a detection image: its assoc segmentation makes one
+    source per catalog row, matched by sky position)."""
     n = len(ASSOC_NAMES)
     copy = ",".join(str(3 + k) for k in range(n))
     return ["--segmentation-algorithm", "ASSOC", "--grouping-algorithm", "ASSOC",
-            "--assoc-catalog", path, "--assoc-coord-type", "PIXEL", "--assoc-columns", "1,2",
+            "--assoc-catalog", path, "--assoc-coord-type", "WORLD", "--assoc-columns", "1,2",
             "--assoc-copy", copy, "--assoc-source-half-widths", str(3 + n),
             "--assoc-source-half-heights", str(4 + n), "--assoc-group-id", str(5 + n),
             "--assoc-filter", "MATCHED"]
@@ -214,14 +222,11 @@ def prepare_inputs(folder: Path, sources: Table, rows: np.ndarray, detection: Ba
                               _write_image(folder / f"{b}_wht.fits", cut.wht, cut),
                               _write_psf(folder / f"{b}_psf.fits", cut), float(wavelength)))
     (folder / "config.py").write_text(python_config(mdef, specs, detection.pixel_scale, sopts))
-    assoc_table(sources, rows, detection.pixel_scale).write(folder / "assoc.fits", overwrite=True)
-    return [exe, "--detection-image", "detection.fits", "--weight-image", "detection_wht.fits",
-            "--weight-type", "weight", "--weight-absolute", "1",
-            "--weight-threshold", repr(float(sopts["weight_threshold"])),
-            "--background-value", "0",
-            "--python-config-file", "config.py",
+    assoc_table(sources, rows, detection.pixel_scale, detection.wcs).write(folder / "assoc.fits",
+                                                                          overwrite=True)
+    return [exe, "--python-config-file", "config.py",
             "--output-catalog-filename", "catalog.fits", "--output-catalog-format", "FITS",
-            "--output-properties", "SourceIDs,PixelCentroid,FlexibleModelFitting,AssocMode",
+            "--output-properties", "SourceIDs,FlexibleModelFitting,AssocMode",
             *assoc_arguments("assoc.fits"),
             "--thread-count", str(int(sopts["threads"])),
             "--tile-memory-limit", str(int(sopts["tile_memory"])),
@@ -319,6 +324,15 @@ def _tail(path: Path, n: int = 8) -> str:
 
 
 # -- output -------------------------------------------------------------------
+
+def read_catalog(path: Path) -> Table:
+    """SE++'s FITS catalog (its ``seconds`` unit is not a FITS unit: not warned)."""
+    import warnings
+    from astropy.units import UnitsWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnitsWarning)
+        return Table.read(path, hdu=1)
+
 
 def _flags(sepp_flags: int) -> int:
     out = 0

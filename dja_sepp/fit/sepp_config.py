@@ -50,6 +50,7 @@ import math
 import numpy as np
 from numpy import arctan2, clip, cos, exp, log, log10, maximum, minimum, pi, sin, sqrt
 from sourcextractor.config import *
+from sourcextractor.config.measurement_config import global_measurement_config
 
 PIXSCALE = {pixscale!r}
 _MATH = {{name: getattr(np, name) for name in ("log", "log10", "exp", "sqrt", "abs", "arctan2",
@@ -59,14 +60,15 @@ _ASSOC = {assoc!r}
 
 
 def ctx(o):
-    """Detection measurements of source o (names of the model expressions)."""
-    names = {{n: float(getattr(o, "assoc_value_%d" % i)) for i, n in enumerate(_ASSOC)}}
-    names.update(x=float(o.centroid_x), y=float(o.centroid_y), pixscale=PIXSCALE)
+    """Detection measurements of source o (names of the model expressions).
+    No float() here: SE++ first traces these functions with symbolic values."""
+    names = {{n: getattr(o, "assoc_value_%d" % i) for i, n in enumerate(_ASSOC)}}
+    names.update(x=o.centroid_x, y=o.centroid_y, pixscale=PIXSCALE)
     return names
 
 
 def ev(expr, names):
-    return float(eval(expr, {{"__builtins__": {{}}, **_MATH}}, names))
+    return eval(expr, {{"__builtins__": {{}}, **_MATH}}, names)
 
 
 def init(expr):
@@ -76,6 +78,12 @@ def init(expr):
 def bounds(lo, hi):
     return lambda v, o: (ev(lo, ctx(o)), ev(hi, ctx(o)))
 
+
+# the detection cutout is measurement frame 0, the reference frame of every fit:
+# x, y and radii are detection pixels, as in the YAML models
+detection = load_fits_image({detection!r}, weight={detection_wht!r}, weight_type='weight',
+                            weight_absolute=True, constant_background=0.0)
+global_measurement_config.add_measurement_image(detection)
 
 set_engine({engine!r})
 set_max_iterations({max_iterations!r})
@@ -171,7 +179,8 @@ def _bt_component(mdef: ModelDefinition) -> str:
 
 
 def python_config(mdef: ModelDefinition, bands: Sequence[SeppBand], pixscale: float,
-                  options: Mapping[str, Any]) -> str:
+                  options: Mapping[str, Any], detection: tuple[str, str] = ("detection.fits",
+                                                                            "detection_wht.fits")) -> str:
     """The SE++ Python configuration fitting ``mdef`` on ``bands``.
 
     Parameters
@@ -187,6 +196,9 @@ def python_config(mdef: ModelDefinition, bands: Sequence[SeppBand], pixscale: fl
         ``iterative``, ``meta_iterations``, ``deblend_factor``,
         ``meta_iteration_stop``, ``flux_range``, ``bt_init``, ``bt_range``,
         ``weight_threshold``.
+    detection : (str, str)
+        File names of the detection cutout and its weight: measurement frame
+        0, SE++'s reference frame when it runs without a detection image.
 
     Returns
     -------
@@ -195,6 +207,7 @@ def python_config(mdef: ModelDefinition, bands: Sequence[SeppBand], pixscale: fl
     """
     lines = [_HEADER.format(name=mdef.name, path=mdef.path.rsplit("/", 1)[-1], pixscale=float(pixscale),
                             assoc=ASSOC_NAMES, engine=str(options["engine"]),
+                            detection=detection[0], detection_wht=detection[1],
                             max_iterations=int(options["max_iterations"]),
                             iterative=bool(options["iterative"]),
                             meta_iterations=int(options["meta_iterations"]),
@@ -229,7 +242,7 @@ def python_config(mdef: ModelDefinition, bands: Sequence[SeppBand], pixscale: fl
                      f"weight_threshold={float(options['weight_threshold'])!r}, "
                      f"constant_background=0.0, psf_renormalize=False)")
         lines.append("group = MeasurementGroup(img)")
-        lines.append(f"flux = FreeParameter(lambda o: max(ctx(o)['flux'], 1e-4), {flux_range})")
+        lines.append(f"flux = FreeParameter(init('flux'), {flux_range})")
         lines.append(f"add_output_column({'f_' + b.band if len(mdef.components) == 1 else 'f_total_' + b.band!r}"
                      f", flux)")
         if len(mdef.components) == 1:

@@ -6,6 +6,7 @@ import math
 import numpy as np
 from numpy import arctan2, clip, cos, exp, log, log10, maximum, minimum, pi, sin, sqrt
 from sourcextractor.config import *
+from sourcextractor.config.measurement_config import global_measurement_config
 
 PIXSCALE = 0.04
 _MATH = {name: getattr(np, name) for name in ("log", "log10", "exp", "sqrt", "abs", "arctan2",
@@ -15,14 +16,15 @@ _ASSOC = ('row', 'flux', 'radius', 'flux_radius', 'a', 'b', 'theta', 'axratio')
 
 
 def ctx(o):
-    """Detection measurements of source o (names of the model expressions)."""
-    names = {n: float(getattr(o, "assoc_value_%d" % i)) for i, n in enumerate(_ASSOC)}
-    names.update(x=float(o.centroid_x), y=float(o.centroid_y), pixscale=PIXSCALE)
+    """Detection measurements of source o (names of the model expressions).
+    No float() here: SE++ first traces these functions with symbolic values."""
+    names = {n: getattr(o, "assoc_value_%d" % i) for i, n in enumerate(_ASSOC)}
+    names.update(x=o.centroid_x, y=o.centroid_y, pixscale=PIXSCALE)
     return names
 
 
 def ev(expr, names):
-    return float(eval(expr, {"__builtins__": {}, **_MATH}, names))
+    return eval(expr, {"__builtins__": {}, **_MATH}, names)
 
 
 def init(expr):
@@ -32,6 +34,12 @@ def init(expr):
 def bounds(lo, hi):
     return lambda v, o: (ev(lo, ctx(o)), ev(hi, ctx(o)))
 
+
+# the detection cutout is measurement frame 0, the reference frame of every fit:
+# x, y and radii are detection pixels, as in the YAML models
+detection = load_fits_image('detection.fits', weight='detection_wht.fits', weight_type='weight',
+                            weight_absolute=True, constant_background=0.0)
+global_measurement_config.add_measurement_image(detection)
 
 set_engine('levmar')
 set_max_iterations(500)
@@ -60,14 +68,14 @@ add_prior(P['e2'], init('0.0'), init('0.25'))
 # band F200W (pivot 1.9886 um)
 img = load_fits_image('F200W_sci.fits', psf='F200W_psf.fits', weight='F200W_wht.fits', weight_type='weight', weight_absolute=True, weight_threshold=1e-06, constant_background=0.0, psf_renormalize=False)
 group = MeasurementGroup(img)
-flux = FreeParameter(lambda o: max(ctx(o)['flux'], 1e-4), Range(lambda v, o: (v * 0.001, v * 1000.0), RangeType.EXPONENTIAL))
+flux = FreeParameter(init('flux'), Range(lambda v, o: (v * 0.001, v * 1000.0), RangeType.EXPONENTIAL))
 add_output_column('f_F200W', flux)
 add_model(group, SersicModel(P['x'], P['y'], flux, P['re'], RATIO, ANGLE, P['n']))
 
 # band F444W (pivot 4.4043 um)
 img = load_fits_image('F444W_sci.fits', psf='F444W_psf.fits', weight='F444W_wht.fits', weight_type='weight', weight_absolute=True, weight_threshold=1e-06, constant_background=0.0, psf_renormalize=False)
 group = MeasurementGroup(img)
-flux = FreeParameter(lambda o: max(ctx(o)['flux'], 1e-4), Range(lambda v, o: (v * 0.001, v * 1000.0), RangeType.EXPONENTIAL))
+flux = FreeParameter(init('flux'), Range(lambda v, o: (v * 0.001, v * 1000.0), RangeType.EXPONENTIAL))
 add_output_column('f_F444W', flux)
 add_model(group, SersicModel(P['x'], P['y'], flux, P['re'], RATIO, ANGLE, P['n']))
 
