@@ -169,6 +169,8 @@ def main(argv=None) -> dict:
         for engine in todo:
             runs[engine] = run_engine(engine, Path(sim["images_dir"]), out / engine.replace("+", "p"), client,
                                       psfs, tiling, not args.no_mosaic)
+            earlier = json.loads(saved.read_text()) if saved.exists() else {}  # another engine's run
+            runs = {**earlier, engine: runs[engine]}
             saved.write_text(json.dumps(runs, indent=1, default=str))
     if not all(e in runs for e in ENGINES):
         print(json.dumps(runs, indent=1, default=str))
