@@ -138,6 +138,49 @@ def _table(runs: dict, scores: dict, agree: dict) -> str:
     return "\n".join(lines)
 
 
+def one_tile(out: Path, size: float, n_galaxies: int, bands, seed: int, model: str = "sersic_rg4") -> dict:
+    """Both engines in this process on one tile (the whole field, truth PSFs,
+    our detection): CPU seconds per fitted source-band, accuracy against the
+    truth and agreement (``--mode tile``; no Dask, so it fits a busy machine)."""
+    from astropy.table import Table, hstack
+
+    from dja_sepp.detect import detect_sources
+    from dja_sepp.fit.base import get_engine
+    from dja_sepp.io.field import Field
+    from dja_sepp.psf import load_psf
+    from dja_sepp.settings import default_config
+    from dja_sepp.sim import simulate_field
+    sim = simulate_field(out, field="one", size_arcsec=size, bands=tuple(bands), n_galaxies=n_galaxies,
+                         n_stars=0, seed=seed, blank=None, gzip=False)
+    field = Field.from_directory(sim.images_dir, field="one")
+    ny, nx = field.detection.shape
+    det = field.detection.cutout((slice(0, ny), slice(0, nx)))
+    cfg = default_config()
+    sources, det.segmap = detect_sources(det, cfg["detection"])
+    sources["IN_CORE"] = np.ones(len(sources), bool)
+    cuts = [image.cutout((slice(0, ny * image.factor), slice(0, nx * image.factor)),
+                         psf=load_psf(str(sim.psf_paths[b]), band=b, pixel_scale=image.pixel_scale))
+            for b, image in field.bands.items()]
+    catalogs, cost = {}, {}
+    for engine in ENGINES:
+        t0 = time.process_time()
+        fitted = get_engine(engine).fit(sources, det, cuts, model, cfg["fit"])
+        cpu = time.process_time() - t0 + float(fitted.meta.pop("SUBPROCESS_CPU", 0.0))
+        keep = [c for c in sources.colnames if c not in fitted.colnames]
+        catalogs[engine] = hstack([sources[keep], fitted])
+        n = int(np.count_nonzero(np.isfinite(np.asarray(fitted["RA_MODEL"], float))))
+        cost[engine] = {"cpu_s": cpu, "n_fitted": n, "cpu_s_per_source_band": cpu / max(1, n * len(cuts))}
+        catalogs[engine].write(out / f"catalog_{engine.replace('+', 'p')}.fits", overwrite=True)
+    names = [c.band for c in cuts]
+    from dja_sepp.sim.score import score_catalog
+    scores = {e: score_catalog(c, sim.truth_path, reference_band=names[-1]).to_dict() for e, c in catalogs.items()}
+    agree = agreement(catalogs["builtin"], catalogs["sourcextractor++"], names, model)
+    return {"cost": cost, "agreement": agree, "n_sources": len(sources),
+            "scores": {e: {k: s[k] for k in ("re_bias", "n_bias", "n_shape")}
+                       | {"dmag_hi": {b: (v["dmag_median_hi"], v["dmag_scatter_hi"], v["n_hi"])
+                                      for b, v in s["bands"].items()}} for e, s in scores.items()}}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=float, default=24.0, help="field side, arcsec")
@@ -150,7 +193,14 @@ def main(argv=None) -> dict:
     p.add_argument("--engines", default=",".join(ENGINES),
                    help="engines to run now (the others' results are read from an earlier run in --out)")
     p.add_argument("--out", default="bench_out/engines")
+    p.add_argument("--mode", choices=("pipeline", "tile"), default="pipeline",
+                   help="pipeline: both engines through dja_sepp.run; tile: one tile in this process")
     args = p.parse_args(argv)
+    if args.mode == "tile":
+        result = one_tile(Path(args.out), args.size, args.galaxies, args.bands.split(","), args.seed)
+        Path(args.out, "one_tile.json").write_text(json.dumps(result, indent=1, default=float))
+        print(json.dumps(result, indent=1, default=float))
+        return result
     from distributed import Client, LocalCluster
 
     from dja_sepp.deploy.cluster import THREAD_ENV
