@@ -119,20 +119,23 @@ def _stalling_wrapper(folder: Path) -> str:
 
 @needs_sepp
 @pytest.mark.slow
-def test_pipeline_with_sepp(tmp_path, dask_client, small_field):
-    """``--engine sourcextractor++`` end to end on the 2 x 2-tile field: the
-    first SE++ call stalls and is killed by the watchdog, the tile is retried,
-    the run completes and merges without duplicates or lost sources, and the
-    mosaics are written."""
-    from conftest import SMALL_SIZE
+@pytest.mark.timeout(3600)  # SE++ fits cost ~4-5 CPU s per source-band
+def test_pipeline_with_sepp(tmp_path, dask_client):
+    """``--engine sourcextractor++`` end to end on a 2 x 2-tile field (12",
+    galaxies on the core borders): the first SE++ call stalls and is killed by
+    the watchdog, the tile is retried, the run completes and merges without
+    duplicates or lost sources, and the mosaics are written."""
     from dja_sepp import run
-    from dja_sepp.demo import demo_tiling
-    psfs = {b: str(p) for b, p in small_field.psf_paths.items()}
+    from dja_sepp.demo import border_positions, demo_tiling
+    from dja_sepp.sim import simulate_field
+    sim = simulate_field(tmp_path / "img", field="sep", size_arcsec=12.0, bands=("F277W", "F444W"),
+                         n_galaxies=8, n_stars=0, seed=2, blank=None, extra_positions=border_positions(12.0))
+    psfs = {b: str(p) for b, p in sim.psf_paths.items()}
     wrapper = _stalling_wrapper(tmp_path)
-    result = run(small_field.images_dir, tmp_path / "run", cluster=dask_client, psfs=psfs, progress=False,
+    result = run(sim.images_dir, tmp_path / "run", cluster=dask_client, psfs=psfs, progress=False,
                  config={"fit": {"engine": "sourcextractor++",
                                  "sepp": {"executable": wrapper, "stall_timeout": 3.0}},
-                         "tiling": demo_tiling(SMALL_SIZE), "cluster": {"retries": 2}})
+                         "tiling": demo_tiling(12.0), "cluster": {"retries": 2}})
     assert result.complete, result.failed
     assert (tmp_path / "stalled").exists()
     cat = result.catalog
