@@ -73,6 +73,7 @@ def test_parse_real_catalog():
 
 
 @needs_sepp
+@pytest.mark.slow  # ~1-2 min: SE++ fits 6 galaxies in 2 bands
 def test_engine_models_mean_what_ours_do(tmp_path):
     """One SE++ fit of a small field: our renderer, fed SE++'s catalog
     columns, reproduces the data to the noise (positions, radius, axis ratio
