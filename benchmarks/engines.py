@@ -142,25 +142,16 @@ def one_tile(out: Path, size: float, n_galaxies: int, bands, seed: int, model: s
     """Both engines in this process on one tile (the whole field, truth PSFs,
     our detection): CPU seconds per fitted source-band, accuracy against the
     truth and agreement (``--mode tile``; no Dask, so it fits a busy machine)."""
-    from astropy.table import Table, hstack
+    from astropy.table import hstack
 
-    from dja_sepp.detect import detect_sources
     from dja_sepp.fit.base import get_engine
-    from dja_sepp.io.field import Field
-    from dja_sepp.psf import load_psf
     from dja_sepp.settings import default_config
     from dja_sepp.sim import simulate_field
+    from dja_sepp.sim.field import whole_field
     sim = simulate_field(out, field="one", size_arcsec=size, bands=tuple(bands), n_galaxies=n_galaxies,
                          n_stars=0, seed=seed, blank=None, gzip=False)
-    field = Field.from_directory(sim.images_dir, field="one")
-    ny, nx = field.detection.shape
-    det = field.detection.cutout((slice(0, ny), slice(0, nx)))
     cfg = default_config()
-    sources, det.segmap = detect_sources(det, cfg["detection"])
-    sources["IN_CORE"] = np.ones(len(sources), bool)
-    cuts = [image.cutout((slice(0, ny * image.factor), slice(0, nx * image.factor)),
-                         psf=load_psf(str(sim.psf_paths[b]), band=b, pixel_scale=image.pixel_scale))
-            for b, image in field.bands.items()]
+    sources, det, cuts = whole_field(sim, cfg["detection"])
     catalogs, cost = {}, {}
     for engine in ENGINES:
         t0 = time.process_time()

@@ -78,24 +78,14 @@ def test_engine_models_mean_what_ours_do(tmp_path):
     """One SE++ fit of a small field: our renderer, fed SE++'s catalog
     columns, reproduces the data to the noise (positions, radius, axis ratio
     and angle conventions agree)."""
-    from dja_sepp.detect import detect_sources
     from dja_sepp.fit.sepp import SeppEngine
-    from dja_sepp.io.field import Field
-    from dja_sepp.psf import load_psf
     from dja_sepp.settings import default_config
     from dja_sepp.sim import simulate_field
+    from dja_sepp.sim.field import whole_field
     sim = simulate_field(tmp_path / "img", field="sepp", size_arcsec=6.0, bands=("F200W", "F444W"),
                          n_galaxies=6, n_stars=0, seed=5, blank=None, gzip=False)
-    field = Field.from_directory(sim.images_dir, field="sepp")
-    ny, nx = field.detection.shape
-    det = field.detection.cutout((slice(0, ny), slice(0, nx)))
     cfg = default_config()
-    sources, det.segmap = detect_sources(det, cfg["detection"])
-    sources["IN_CORE"] = np.ones(len(sources), bool)
-    bands = []
-    for name, image in field.bands.items():
-        psf = load_psf(str(sim.psf_paths[name]), band=name, pixel_scale=image.pixel_scale)
-        bands.append(image.cutout((slice(0, ny * image.factor), slice(0, nx * image.factor)), psf=psf))
+    sources, det, bands = whole_field(sim, cfg["detection"])
     engine = SeppEngine()
     cat = engine.fit(sources, det, bands, "sersic_rg4", cfg["fit"])
     assert len(cat) == len(sources) and cat.meta["SUBPROCESS_CPU"] > 0

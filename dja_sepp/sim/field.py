@@ -24,7 +24,8 @@ from .noise import correlated_normal, noise_correlation_factor
 from .population import add_band_fluxes, crowded_population
 from .psf import psf_image, psf_model
 
-__all__ = ["SimulatedField", "simulate_field", "field_wcs", "render_sources", "ZEROPOINT", "DET_SCALE"]
+__all__ = ["SimulatedField", "simulate_field", "whole_field", "field_wcs", "render_sources", "ZEROPOINT",
+           "DET_SCALE"]
 
 ZEROPOINT = 28.90
 DET_SCALE = 0.04
@@ -303,3 +304,26 @@ def _write_truth(truth: Table, wcs: WCS, path: Path, bands) -> Path:
     truth.meta["ZP"] = ZEROPOINT
     truth.write(path, overwrite=True)
     return path
+
+
+def whole_field(sim: SimulatedField, detection: dict | None = None):
+    """A simulated field as one tile: our detections on the whole detection
+    image (every one owned, ``IN_CORE``), the detection cutout with its
+    segmentation, and each band's whole cutout with the simulator's true PSF.
+
+    Returns ``(sources, detection_cutout, band_cutouts)``, what an engine's
+    ``fit`` takes (engine comparisons, reference outputs).
+    """
+    from ..detect import detect_sources
+    from ..io.field import Field
+    from ..psf import load_psf
+    from ..settings import default_config
+    field = Field.from_directory(sim.images_dir, field=sim.field)
+    ny, nx = field.detection.shape
+    det = field.detection.cutout((slice(0, ny), slice(0, nx)))
+    sources, det.segmap = detect_sources(det, detection or default_config()["detection"])
+    sources["IN_CORE"] = np.ones(len(sources), bool)
+    bands = [image.cutout((slice(0, ny * image.factor), slice(0, nx * image.factor)),
+                          psf=load_psf(str(sim.psf_paths[b]), band=b, pixel_scale=image.pixel_scale))
+             for b, image in field.bands.items()]
+    return sources, det, bands

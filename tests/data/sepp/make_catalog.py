@@ -20,34 +20,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 HERE = Path(__file__).parent
 
 
 def main() -> None:
-    from dja_sepp.detect import detect_sources
     from dja_sepp.fit import sepp
-    from dja_sepp.io.field import Field
-    from dja_sepp.psf import load_psf
     from dja_sepp.settings import default_config
     from dja_sepp.sim import simulate_field
+    from dja_sepp.sim.field import whole_field
 
     work = Path(tempfile.mkdtemp(prefix="sepp_data_"))
     sim = simulate_field(work / "images", field="sepp", size_arcsec=6.0, bands=("F200W", "F444W"),
                          n_galaxies=6, n_stars=0, seed=5, blank=None, gzip=False)
-    field = Field.from_directory(sim.images_dir, field="sepp")
-    ny, nx = field.detection.shape
-    window = (slice(0, ny), slice(0, nx))
-    det = field.detection.cutout(window)
     cfg = default_config()
-    sources, det.segmap = detect_sources(det, cfg["detection"])
-    sources["IN_CORE"] = np.ones(len(sources), bool)
-    bands = []
-    for name, image in field.bands.items():
-        psf = load_psf(str(sim.psf_paths[name]), band=name, pixel_scale=image.pixel_scale)
-        bands.append(image.cutout(tuple(slice(s.start * image.factor, s.stop * image.factor)
-                                        for s in window), psf=psf))
+    sources, det, bands = whole_field(sim, cfg["detection"])
     keep = work / "sepp"
     keep.mkdir()
     opts = {**cfg["fit"], "sepp": {**cfg["fit"]["sepp"], "keep_files": True, "scratch": str(keep)}}
