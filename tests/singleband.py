@@ -9,8 +9,10 @@ from dja_sepp.detect import detect_sources
 from dja_sepp.fit.base import BandCutout, get_engine
 
 
-def fit_image(img, wht, model: str, *, scale: float, crval, crpix, band: str, psf, wavelength: float):
-    """Detect and fit ``img`` (inverse-variance ``wht``) with ``model``;
+def fit_image(img, wht, model: str, *, scale: float, crval, crpix, band: str, psf, wavelength: float,
+              options: dict | None = None):
+    """Detect and fit ``img`` (inverse-variance ``wht``) with ``model``
+    (``options``: ``fit`` settings on top of one wide window, one pass);
     returns the sources and the catalog rows (one per source)."""
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
@@ -23,4 +25,4 @@ def fit_image(img, wht, model: str, *, scale: float, crval, crpix, band: str, ps
     sources, det.segmap = detect_sources(det, {"thresh": 5.0, "deblend_cont": 1.0, "back_size": 256})
     sources["IN_CORE"] = np.ones(len(sources), bool)
     return sources, get_engine("builtin").fit(sources, det, [cut], model,
-                                              {"window_min": 400, "passes": 1})
+                                              {"window_min": 400, "passes": 1, **(options or {})})
