@@ -123,7 +123,8 @@ def profile_tile(images: Path, run_dir: Path, tiling: dict, out: Path, top: int 
     cfg = load_config({"tiling": tiling, "mosaic": {"enabled": False}})
     fld = field_from_config(str(images), cfg)
     grid = make_tiles(fld, tiling["tile_size"], tiling["overlap"], tiling["align"])
-    psf_paths = yaml.safe_load((run_dir / "run.yaml").read_text())["run"]["psf_files"]
+    psf_paths = {b: str(run_dir / p) if not Path(p).is_absolute() and "://" not in p else p
+                 for b, p in yaml.safe_load((run_dir / "run.yaml").read_text())["run"]["psf_files"].items()}
 
     def n_sources(tile):
         status = run_dir / "tiles" / tile.id / "status.json"

@@ -22,6 +22,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from .deploy.env import tune_allocator
 from .fit.base import BandCutout, get_engine
 from .io.field import Field, Image
 from .psf import load_psf
@@ -75,6 +76,7 @@ def render_core(url: str, tile: Tile, image: Image, catalog: Table, psf_path: st
     (``model_dirs``: the run's ``fit.model_dirs``, searched for ``model``)."""
     from .settings import use_model_dirs
     use_model_dirs(model_dirs)
+    tune_allocator()
     window = tile.core_on(image.factor)
     psf = load_psf(psf_path, band=image.band, pixel_scale=image.pixel_scale,
                    storage_options=image.storage_options)

@@ -21,6 +21,7 @@ import numpy as np
 from astropy.table import Table, hstack, vstack
 
 from .. import __version__
+from ..deploy.env import tune_allocator
 from ..fit.base import BandCutout, engine_for, get_engine
 from ..fit.coverage import apply_coverage
 from ..fit.flags import FitFlag
@@ -99,6 +100,7 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
     """
     from ..settings import use_model_dirs
     use_model_dirs(config["fit"].get("model_dirs"))  # this worker finds the run's own models
+    tune_allocator()
     store = RunStore(out, storage_options)
     timings: dict[str, float] = {}
     status: dict[str, Any] = {
