@@ -202,3 +202,26 @@ def test_point_source_is_the_psf(psf):
     img, _ = render_point(grid, 20.0, 20.0, derivatives=False)
     c = psf.shape[0] // 2
     np.testing.assert_allclose(img, psf[c - 20:c + 21, c - 20:c + 21] / psf.sum(), atol=1e-6)
+
+
+def test_bands_on_one_grid_share_a_profile_spectrum():
+    """Two bands on the same pixel grid (same window) share the profile's
+    transform: convolving it with each band's PSF gives what each band's own
+    render gives, and the spectrum key tells them from another grid."""
+    from dja_sepp.fit.render import convolve_spectrum, profile_spectrum, spectrum_key
+    psf_a = psf_image("F200W", 0.04, size=41)
+    psf_b = psf_image("F444W", 0.04, size=41)
+    shape = (48, 52)
+    ga = BandGrid(shape, np.eye(2), np.zeros(2), psf_a, pad=20)
+    gb = BandGrid(shape, np.eye(2), np.zeros(2), psf_b, pad=20)
+    gc = BandGrid(shape, 2 * np.eye(2), np.zeros(2), psf_b, pad=20)
+    assert spectrum_key(ga) == spectrum_key(gb) != spectrum_key(gc)
+    args = (24.3, 23.6, 3.0, 0.6, 0.4, 2.5)
+    spec = profile_spectrum(ga, *args)
+    for grid in (ga, gb):
+        img, der = convolve_spectrum(grid, spec)
+        own, own_der = render_profile(grid, *args)
+        np.testing.assert_allclose(img, own, atol=1e-7 * own.max())
+        np.testing.assert_allclose(der, own_der, atol=1e-6 * np.abs(own_der).max())
+    # and the two PSFs do give different images (the test can fail)
+    assert np.abs(convolve_spectrum(ga, spec)[0] - convolve_spectrum(gb, spec)[0]).max() > 0.01 * img.max()

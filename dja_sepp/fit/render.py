@@ -25,7 +25,8 @@ from .core import core_matrix, core_plan, core_spectrum
 from .kernels import sersic_box
 from .profiles import N_GEOMETRY, _norm_terms
 
-__all__ = ["BandGrid", "psf_kernel", "render_profile", "render_point", "supersample"]
+__all__ = ["BandGrid", "psf_kernel", "render_profile", "render_point", "supersample",
+           "profile_spectrum", "convolve_spectrum", "spectrum_key"]
 
 
 @dataclass
@@ -143,6 +144,22 @@ def render_profile(grid: BandGrid, x0: float, y0: float, re: float, q: float, ph
         Derivatives with respect to ``x0, y0`` (detection pixels), ``log re``,
         ``q``, ``phi``, ``n``.
     """
+    spec = profile_spectrum(grid, x0, y0, re, q, phi, n, derivatives, oversample)
+    return convolve_spectrum(grid, spec, derivatives)
+
+
+def spectrum_key(grid: BandGrid) -> tuple:
+    """Grids with equal keys share a profile's spectrum (:func:`profile_spectrum`):
+    bands on one pixel grid (DJA's 0.02" or 0.04" mosaics) over the same
+    window differ only by their PSF, which :func:`convolve_spectrum` applies."""
+    return (grid.shape, grid.margin, grid.fft_shape, grid.affine.tobytes(), grid.shift.tobytes())
+
+
+def profile_spectrum(grid: BandGrid, x0: float, y0: float, re: float, q: float, phi: float,
+                     n: float, derivatives: bool = True, oversample: int | None = None) -> np.ndarray:
+    """The unit-flux Sersic's transform at the band's frequencies, before the
+    PSF: ``(1, Ny, Nx // 2 + 1)`` complex64, or ``(5, ...)`` with the
+    derivatives with respect to ``log re, q, phi, n`` (see :func:`render_profile`)."""
     ainv = np.linalg.inv(grid.affine)
     jac = 1.0 / grid.det_affine
     cb = grid.to_band(x0, y0) + grid.margin  # centre on the rendered grid (band pixels)
@@ -156,7 +173,7 @@ def render_profile(grid: BandGrid, x0: float, y0: float, re: float, q: float, ph
     sersic_box(img, der, 0, 0, 1, c0, float(fo), cb[0], cb[1], ainv, re, q, phi, n,
                *terms, jac, rho_c, derivatives)
     core = (cb, re, q, phi, n, rho_c, terms)
-    return _convolve_fine(grid, img, der if derivatives else None, fo, c0, core)
+    return _fine_spectrum(grid, img, der if derivatives else None, fo, c0, core)
 
 
 def _core_reach(grid: BandGrid, cb: np.ndarray) -> float:
@@ -177,8 +194,8 @@ def _band_frequencies(Ny: int, Nx: int) -> tuple[np.ndarray, np.ndarray]:
     return fy[:, None], sfft.rfftfreq(Nx)[None, :]
 
 
-def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: int, c0: float,
-                   core: tuple):
+def _fine_spectrum(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: int, c0: float,
+                   core: tuple) -> np.ndarray:
     # float32 transforms: twice as fast, and 1e-7 precision is plenty here.
     # Position derivatives are not transformed: they are the exact gradient of
     # the rendered image (Fourier shift theorem), core included.
@@ -199,8 +216,18 @@ def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: 
     spec[0] += cspec
     if der is not None:
         spec[1:] += cder
-    spec *= grid.kernel(divide_pixel=False, single=True)
-    if der is not None:
+    return spec
+
+
+def convolve_spectrum(grid: BandGrid, spec: np.ndarray, derivatives: bool = True):
+    """A profile's spectrum (:func:`profile_spectrum`, made on this grid or on
+    one with the same :func:`spectrum_key`) times this grid's PSF, on the
+    window's pixels: the image and, with ``derivatives``, its 6 geometry
+    derivatives (the position ones from the image's gradient)."""
+    spec = spec * grid.kernel(divide_pixel=False, single=True)
+    Ny, Nx = grid.fft_shape
+    if derivatives:
+        fy, fx = _band_frequencies(Ny, Nx)
         gx, gy = 2j * np.pi * fx * spec[0], 2j * np.pi * fy * spec[0]  # d/d(band x, y)
         a = grid.affine
         spec = np.concatenate([spec[:1], [-(gx * a[0, 0] + gy * a[1, 0]),
@@ -209,7 +236,7 @@ def _convolve_fine(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: 
     ny, nx = grid.shape
     p = grid.margin
     out = out[:, p:p + ny, p:p + nx].astype(np.float64)  # the window only
-    return out[0], (out[1:] if der is not None else None)
+    return out[0], (out[1:] if derivatives else None)
 
 
 def render_point(grid: BandGrid, x0: float, y0: float, derivatives: bool = True):

@@ -21,7 +21,8 @@ from scipy.optimize import least_squares, nnls
 from ..models.definition import ModelDefinition, evaluate
 from ..models.transforms import Range
 from .geometry import component_geometry
-from .render import BandGrid, render_point, render_profile
+from .render import (BandGrid, convolve_spectrum, profile_spectrum, render_point, render_profile,
+                     spectrum_key)
 
 __all__ = ["BandData", "GroupFit", "fit_group", "render_group"]
 
@@ -92,8 +93,12 @@ class _Problem:
         return th, dth
 
     # -- model evaluation -------------------------------------------------
-    def templates(self, band: BandData, th: np.ndarray, derivatives=True):
-        """Unit-flux images (m*c, npix) and d/dtheta (m, c, p, npix)."""
+    def templates(self, band: BandData, th: np.ndarray, derivatives=True, spectra=None):
+        """Unit-flux images (m*c, npix) and d/dtheta (m, c, p, npix).
+
+        ``spectra`` (a dict kept for one evaluation) shares each profile's
+        transform between bands on the same pixel grid: only the PSF differs."""
+        spectra = {} if spectra is None else spectra
         npix = band.data.size
         tmpl = np.empty((self.m * self.c, npix))
         dtmpl = np.empty((self.m, self.c, self.p, npix)) if derivatives else None  # all filled below
@@ -103,8 +108,11 @@ class _Problem:
                 if comp.profile == "point":
                     img, dimg = render_point(band.grid, g[0], g[1], derivatives)
                 else:
-                    img, dimg = render_profile(band.grid, g[0], g[1], float(np.exp(g[2])), g[3],
-                                               g[4], g[5], derivatives)
+                    key = (i, k, derivatives, spectrum_key(band.grid))
+                    if key not in spectra:
+                        spectra[key] = profile_spectrum(band.grid, g[0], g[1], float(np.exp(g[2])),
+                                                        g[3], g[4], g[5], derivatives)
+                    img, dimg = convolve_spectrum(band.grid, spectra[key], derivatives)
                 tmpl[i * self.c + k] = img.ravel()
                 if derivatives:
                     dtmpl[i, k] = dg.T @ dimg.reshape(dimg.shape[0], -1)
@@ -149,8 +157,9 @@ class _Problem:
             return self._cache
         th, dth = self.theta(z)
         res, jac, fluxes, covs, models, res_prior = [], [], {}, {}, {}, []
+        spectra: dict = {}
         for band in self.bands:
-            tmpl, dtmpl = self.templates(band, th)
+            tmpl, dtmpl = self.templates(band, th, spectra=spectra)
             f, a, a_full, r_prior = self.solve_fluxes(band, tmpl)
             r = a @ f - band.y
             q, _ = np.linalg.qr(a[:, f != 0] if self.c > 1 else a)
