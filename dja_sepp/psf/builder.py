@@ -55,9 +55,31 @@ def _star_cutouts(image, stars: Table, size: int):
         sci, wht = image.read(window)
         if np.count_nonzero(wht > 0) < 0.95 * wht.size or not np.any(sci != 0):
             continue  # star off this band's footprint or on a gap
-        data.append(NDData(sci.astype(float), mask=_neighbour_mask(sci, wht)))
-        tables.append(Table({"x": [float(xi) - (ix - half)], "y": [float(yi) - (iy - half)]}))
+        mask = _neighbour_mask(sci, wht)
+        cx, cy = float(xi) - (ix - half), float(yi) - (iy - half)
+        data.append(NDData(sci.astype(float), mask=mask))
+        tables.append(Table({"x": [cx], "y": [cy], "flux": [_ring_filled_flux(sci, mask, cx, cy, size)]}))
     return data, tables
+
+
+def _ring_filled_flux(sci: np.ndarray, mask: np.ndarray, x: float, y: float, size: int) -> float:
+    """A star's flux in the ``size`` box photutils cuts around it, its masked
+    pixels (neighbours) filled with the median of the unmasked ones at the
+    same radius: the star's first flux estimate. (photutils fills them by 2-d
+    cubic interpolation, 0.3 s per star, half of a band's PSF time.)"""
+    from astropy.nddata.utils import overlap_slices
+    box, _ = overlap_slices(sci.shape, (size, size), (y, x), mode="strict")
+    data, bad = np.asarray(sci[box], float), mask[box]
+    if not bad.any():
+        return float(data.sum())
+    yy, xx = np.indices(data.shape)
+    ring = np.hypot(xx - (x - box[1].start), yy - (y - box[0].start)).astype(int)
+    good = ~bad
+    fill = np.zeros(ring.max() + 1)
+    for r in np.unique(ring[bad]):
+        values = data[good & (ring == r)]
+        fill[r] = np.median(values) if values.size else 0.0
+    return float(data[good].sum() + fill[ring[bad]].sum())
 
 
 def _neighbour_mask(sci: np.ndarray, wht: np.ndarray) -> np.ndarray:
