@@ -104,6 +104,7 @@ SPECS: dict[str, Spec] = {
     "fit.passes": _i(1),
     "fit.max_iterations": _i(1),
     "fit.bd_restart": _n(0),
+    "fit.subtract_below": _n(0),
     "merge.match_radius": _n(0),
     "report.match_radius": _n(0, positive=True),
     "report.field_limits": Spec("map", items="number"),

@@ -272,3 +272,61 @@ def test_a_row_with_a_flux_but_no_shape_is_not_drawn(cfg):
     both = engine.render(broken, grid, "sersic_rg4")
     assert np.isfinite(both).all() and one.sum() > 0
     np.testing.assert_allclose(both, one, atol=1e-6 * one.max())
+
+
+def test_a_refit_starts_from_the_first_pass_solution(cfg, monkeypatch):
+    """Second-pass refits start where the group's first fit ended (kept
+    inside the ranges), not from the detection's moments again: fewer
+    evaluations, the same optimum."""
+    import dja_sepp.fit.engine as engine_module
+    from astropy.table import Table
+    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [40.3, 58.0], "Y_DET": [30.2, 44.0],
+                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, (80, 96), {b: 1 for b in BANDS}, sigma=0.02, seed=13)
+    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    real_fit, calls = engine_module.fit_group, []
+
+    def recording(model, starts, *args, **kw):
+        fit = real_fit(model, starts, *args, **kw)
+        calls.append((model.name, starts.copy(), fit.theta.copy(), fit.n_iter))
+        return fit
+
+    monkeypatch.setattr(engine_module, "fit_group", recording)
+    c = {**cfg["fit"], "passes": 2, "max_group_size": 1, "refit_min_change": 0.0, "point_choice": False}
+    get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
+    assert len(calls) == 4  # two sources, two passes
+    first, second = calls[:2], calls[2:]
+    names = engine_module.load_model("sersic_rg4").parameter_names
+    k = [names.index(p) for p in ("x", "y", "re", "n")]
+    for (_, _, theta1, n1), (_, start2, theta2, n2) in zip(first, second):
+        # window coordinates differ by the window origin only: compare shape parameters
+        np.testing.assert_allclose(start2[0, k[2:]], theta1[0, k[2:]], rtol=0.02)
+    assert sum(n for *_, n in second) < sum(n for *_, n in first)
+
+
+@pytest.mark.parametrize("flux, expect", [(0.01, "half"), (0.1, "between"), (1e8, "stamp")])
+def test_a_model_is_subtracted_as_far_as_its_light_matters(flux, expect):
+    """The subtraction reach grows with the source's flux: half its window for
+    a faint one (peak 0.04 sigma here), the PSF envelope's reach above 1e-3
+    sigma for a brighter one, at most the PSF stamp and ``fit.psf_radius``."""
+    from dja_sepp.fit.engine import _model_reach
+    from dja_sepp.fit.render import BandGrid
+    from dja_sepp.fit.solver import BandData
+    from dja_sepp.sim.psf import psf_image
+    psf = psf_image("F444W", 0.04, size=151)
+    psf /= psf.sum()
+    shape = (40, 40)
+    bd = BandData("F444W", BandGrid(shape, np.eye(2), np.zeros(2), psf, pad=30),
+                  np.zeros(shape), np.full(shape, 1.0 / 0.01 ** 2))  # sigma 0.01 per pixel
+    bd.meta_slice = (slice(100, 140), slice(200, 240))
+    reach = _model_reach(bd, flux, 150, 1e-3)
+    if expect == "half":
+        assert reach == 20
+    elif expect == "between":
+        assert 20 < reach < 75
+        assert _model_reach(bd, 10 * flux, 150, 1e-3) > reach
+    else:
+        assert reach == 107  # the stamp's corner: beyond it the PSF has no light
+        assert _model_reach(bd, flux, 60, 1e-3) == 60

@@ -146,6 +146,7 @@ class _TileState:
         self.explained = np.zeros(len(sources), bool)
         self.models: dict[int, dict] = {}
         self.fitted_on: dict[int, list] = {}  # group -> the pixels and weights of its last fit
+        self.solutions: dict[int, tuple] = {}  # group -> (model, theta) of its last fit (warm starts)
         self.refits_skipped = 0
         self.restarts = 0   # bulge + disk fits started again from a small bulge
 
@@ -191,7 +192,7 @@ class _TileState:
         out["FLAGS"][rows] = 0
         # (copies: the data are views of the working images, which the fit's model is subtracted from)
         pixels = [(d.name, d.meta_slice, d.data.copy(), d.weight) for d in data]
-        fitted = self._fit_one(rows, win, data)
+        fitted = self._fit_one(rows, win, data, gi)
         if fitted:
             self.models[gi] = fitted
             self.modelled[rows] = True
@@ -242,26 +243,36 @@ class _TileState:
                 data.append(bd)
         return win, data
 
-    def _fit_one(self, rows: np.ndarray, win, data: list) -> dict:
-        """Fit one group on its window's pixels (``data``, views of the
+    def _fit_one(self, rows: np.ndarray, win, data: list, gi: int) -> dict:
+        """Fit group ``gi`` on its window's pixels (``data``, views of the
         working images), subtract its model from the working images and
-        return it (band -> (slice, image)); flags the rows on failure."""
+        return it (band -> (slice, image)); flags the rows on failure.
+
+        A refit starts from the group's previous solution with the same model
+        and members (warm start): the neighbours' models moved its pixels a
+        little, so the optimum moved a little too."""
         s, det, opts, out = self.sources, self.det, self.opts, self.out
         contexts = [detection_context(s[r], det.pixel_scale) for r in rows]
         names = [d.name for d in data]
+        prev_model, prev_rows, prev_theta = self.solutions.get(gi, (None, None, None))
+        warm = prev_theta if prev_rows is not None and np.array_equal(prev_rows, rows) else None
         fit, mdef = None, self.mdef
         if self._psf_star(rows):  # a star of the PSF step: a point source by construction
-            fit, mdef = self._solve(self.point, rows, contexts, data, win, quiet=True), self.point
+            fit, mdef = self._solve(self.point, rows, contexts, data, win, quiet=True,
+                                    warm=warm if prev_model is self.point else None), self.point
         if fit is None:
-            fit, mdef = self._solve(self.mdef, rows, contexts, data, win), self.mdef
+            fit, mdef = self._solve(self.mdef, rows, contexts, data, win,
+                                    warm=warm if prev_model is self.mdef else None), self.mdef
         if fit is None:
             return {}
         if mdef is not self.point and self._try_point(rows):
-            pfit = self._solve(self.point, rows, contexts, data, win, quiet=True)
+            pfit = self._solve(self.point, rows, contexts, data, win, quiet=True,
+                               warm=warm if prev_model is self.point else None)
             extra = len(mdef.parameter_names) - 2 + len(data) * (len(mdef.components) - 1)
             if pfit is not None and prefer_point(fit.chi2, pfit.chi2, fit.n_pix, extra,
                                                  float(opts["point_tolerance"]), self._snr(rows[0])):
                 fit, mdef = pfit, self.point
+        self.solutions[gi] = (mdef, rows.copy(), fit.theta.copy())
         for k, r in enumerate(rows):
             if mdef is self.point:
                 fill_point_row(out, r, fit, names)
@@ -269,8 +280,9 @@ class _TileState:
                 fill_row(out, r, k, fit, mdef, names, blended=len(rows) > 1)
         subtracted = {}
         for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
-            sl, grid = _subtraction_grid(d, self.affines[d.name], self.work[d.name].shape,
-                                         int(opts["psf_radius"]))
+            reach = _model_reach(d, float(np.nansum(fit.fluxes[d.name])), int(opts["psf_radius"]),
+                                 float(opts["subtract_below"]))
+            sl, grid = _subtraction_grid(d, self.affines[d.name], self.work[d.name].shape, reach)
             img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
             self.work[d.name][sl] -= img
             subtracted[d.name] = (sl, img)
@@ -289,12 +301,14 @@ class _TileState:
             return False
         return self._snr(rows[0]) >= float(self.opts["point_min_snr"])
 
-    def _solve(self, mdef, rows, contexts, data, win, quiet: bool = False):
+    def _solve(self, mdef, rows, contexts, data, win, quiet: bool = False, warm=None):
         """Fit ``mdef`` to the group (detection-frame parameters) or flag the
-        rows and return None (unless ``quiet``: a trial fit flags nothing)."""
+        rows and return None (unless ``quiet``: a trial fit flags nothing).
+        ``warm``: starting values (detection frame) instead of the model's
+        initial ones, kept inside the ranges."""
         out, opts = self.out, self.opts
         inits = [mdef.initial(c) for c in contexts]
-        starts = np.array([i[0] for i in inits])
+        starts = np.array([i[0] for i in inits]) if warm is None else _inside(warm, [i[1] for i in inits])
         ranges = [i[1] for i in inits]
         n_free = starts.size + len(data) * len(rows) * len(mdef.components)
         if not data or sum(d.npix for d in data) <= n_free:
@@ -309,7 +323,7 @@ class _TileState:
             r[0] = type(r[0])(r[0].kind, r[0].lo - x0, r[0].hi - x0)
             r[1] = type(r[1])(r[1].kind, r[1].lo - y0, r[1].hi - y0)
         try:
-            if opts.get("bd_staged") and {"bulge", "disk"} <= {c.name for c in mdef.components}:
+            if warm is None and opts.get("bd_staged") and {"bulge", "disk"} <= {c.name for c in mdef.components}:
                 starts = self._staged_starts(mdef, starts, ranges, contexts, data, x0, y0)
             fit = fit_group(mdef, starts, ranges, contexts, data, int(opts["max_iterations"]),
                             float(opts["tolerance"]))
@@ -401,6 +415,23 @@ class _TileState:
         return fit
 
 
+def _inside(theta: np.ndarray, ranges) -> np.ndarray:
+    """``theta`` moved inside its ranges by 1 % of their span (in the
+    optimiser's space a value at a bound has no gradient: it could not leave it)."""
+    out = np.array(theta, dtype=float)
+    for i, row in enumerate(ranges):
+        for j, r in enumerate(row):
+            if r.kind == "free":
+                continue
+            if r.kind == "linear":
+                lo, hi = r.lo, r.hi
+                out[i, j] = np.clip(out[i, j], lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo))
+            else:
+                span = np.log(r.hi / r.lo)
+                out[i, j] = np.clip(out[i, j], r.lo * np.exp(0.01 * span), r.hi * np.exp(-0.01 * span))
+    return out
+
+
 def _det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
     """Detection-frame window around a group: Kron ellipses + bboxes + margin."""
     s = sources[rows]
@@ -416,17 +447,42 @@ def _det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
             slice(int(max(0, np.floor(x_lo))), int(min(shape[1], np.ceil(x_hi) + 1))))
 
 
-def _subtraction_grid(bd: BandData, affine, shape, psf_radius: int) -> tuple[tuple[slice, slice], BandGrid]:
-    """The fit window grown by the PSF kernel's reach and half its own size:
-    the galaxy and PSF wings outside the window bias fainter neighbours
-    (0.02-0.03 mag, +5 % in n on 2.5" spacings) unless subtracted too."""
+def _model_reach(bd: BandData, flux: float, psf_radius: int, below: float) -> int:
+    """How far beyond its window (band px) a model of total ``flux`` is
+    subtracted: up to where the PSF's envelope (its largest value at that
+    radius or beyond: spikes and rings included) times the flux falls below
+    ``below`` x the window's pixel noise, at least half the window (the
+    galaxy's own wings) and at most ``psf_radius``.
+
+    Light left beyond it is below ``below`` sigma per pixel; a fixed
+    ``psf_radius`` made the subtraction of faint sources cost as much as
+    that of the brightest star."""
+    sl = bd.meta_slice
+    half = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) // 2
+    good = bd.weight > 0
+    if not np.isfinite(flux) or flux <= 0 or not good.any():
+        return min(half, psf_radius)
+    sigma = float(np.median(1.0 / np.sqrt(bd.weight[good])))
+    psf = bd.grid.psf
+    yy, xx = np.indices(psf.shape)
+    r = np.hypot(yy - psf.shape[0] // 2, xx - psf.shape[1] // 2).ravel()
+    order = np.argsort(-r)
+    envelope = np.maximum.accumulate(np.abs(psf.ravel()[order]))  # max beyond each radius
+    loud = r[order][envelope * flux >= below * sigma]
+    reach = int(np.ceil(loud.max())) if loud.size else 0
+    return int(min(max(reach, half), psf_radius))
+
+
+def _subtraction_grid(bd: BandData, affine, shape, grow: int) -> tuple[tuple[slice, slice], BandGrid]:
+    """The fit window grown by ``grow`` (:func:`_model_reach`): the galaxy
+    and PSF wings outside the window bias fainter neighbours (0.02-0.03 mag,
+    +5 % in n on 2.5" spacings) unless subtracted too."""
     a, t = affine
     sl = bd.meta_slice
-    grow = min(max(psf_radius, (sl[0].stop - sl[0].start) // 2, (sl[1].stop - sl[1].start) // 2), psf_radius)
     y_lo, x_lo = max(sl[0].start - grow, 0), max(sl[1].start - grow, 0)
     y_hi, x_hi = min(sl[0].stop + grow, shape[0]), min(sl[1].stop + grow, shape[1])
     grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]), bd.grid.psf,
-                    int(min(psf_radius, bd.grid.psf.shape[0] // 2)))
+                    int(min(grow, bd.grid.psf.shape[0] // 2)))
     return (slice(y_lo, y_hi), slice(x_lo, x_hi)), grid
 
 
