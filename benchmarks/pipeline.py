@@ -84,7 +84,7 @@ def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: di
         rss = client.run(worker_peak_rss_mb)
     t = result.timings
     tile_core_s = {s: t.get(f"tile_{s}", 0.0) for s in ("read", "detect", "fit", "write", "total")}
-    return {"workers": workers, "wall": wall, "setup_incl_psf": t.get("setup", 0.0),
+    return {"workers": workers, "wall": wall, "setup": t.get("setup", 0.0), "psf": t.get("psf", 0.0),
             "tiles_wall": t.get("tiles", 0.0), "merge": t.get("merge", 0.0),
             "tile_core_s": tile_core_s, "n_tiles": result.n_tiles, "failed": result.failed,
             "n_rows": result.merge.n_output if result.merge else 0,
@@ -94,8 +94,9 @@ def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: di
 
 def _print_run(r: dict) -> None:
     c = r["tile_core_s"]
-    print(f"run: {r['workers']} worker(s), {r['n_tiles']} tiles, wall {r['wall']:.1f} s = setup+PSF "
-          f"{r['setup_incl_psf']:.1f} + tiles {r['tiles_wall']:.1f} + merge {r['merge']:.1f} (+ rest)")
+    print(f"run: {r['workers']} worker(s), {r['n_tiles']} tiles, wall {r['wall']:.1f} s = setup "
+          f"{r['setup']:.1f} + PSF step {r['psf']:.1f} + tiles {r['tiles_wall']:.1f} + merge "
+          f"{r['merge']:.1f} (+ rest)")
     print(f"tile tasks (core-s, summed): read {c['read']:.1f}  detect {c['detect']:.1f}  "
           f"fit {c['fit']:.1f}  write {c['write']:.1f}  total {c['total']:.1f}")
     print(f"peak RSS per worker (MB): {', '.join(f'{m:.0f}' for m in r['peak_worker_rss_mb'])}; "

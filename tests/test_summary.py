@@ -7,7 +7,8 @@ from astropy.table import Table
 
 from dja_sepp.fit.flags import FitFlag
 from dja_sepp.merge import MergeStats
-from dja_sepp.pipeline.driver import RunResult, _dropped, flag_counts
+from dja_sepp.pipeline.driver import _dropped
+from dja_sepp.pipeline.result import RunResult, flag_counts
 
 
 def test_flag_counts_and_dropped_bands():

@@ -14,8 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field as dc_field
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,142 +28,17 @@ from ..io.preflight import check_images, check_psfs
 from ..io.store import RunStore
 from ..fit.base import check_engines, engine_for
 from ..progress import shown
-from ..merge import MergeStats, describe_catalog, merge_catalogs
+from ..merge import describe_catalog, merge_catalogs
 from ..settings import config_hash, dump_config, load_config, model_path
 from ..tiling import TileGrid, make_tiles
+from .execute import lazy_client
+from .result import RunResult, flag_counts, outputs_of, summary_dict
 from .runstate import carry_psfs, carry_tiles, finish_attempt, open_attempt
 from .tile_task import catalog_name, rejected_name, tile_input_hash
 
 __all__ = ["run", "RunResult", "field_from_config", "merge_run"]
 
 log = logging.getLogger("dja_sepp")
-
-
-@dataclass
-class RunResult:
-    """What a run produced.
-
-    Attributes
-    ----------
-    run_dir : str
-        The run directory (path or URL).
-    catalog_path : str or None
-        Merged catalog (FITS) of the primary model; None if nothing merged.
-    n_tiles, n_ok, n_skipped : int
-        Tiles in the grid, tiles ok (computed now or earlier), tiles reused
-        from an earlier run.
-    failed : dict
-        tile id -> reason, for tiles that failed after all retries.
-    merge : MergeStats or None
-    timings : dict
-        Wall-clock seconds of the driver's stages and summed tile stages.
-    mosaic_path : str or None
-        ``mosaic.zarr`` of the run, when the mosaic step ran.
-    catalog : astropy.table.Table
-        The merged catalog of the primary model, read on first access
-        (an empty Table when nothing merged).
-    flag_counts : dict
-        Rows of the primary catalog with ``FLAGS == 0`` (key ``clean``) and
-        with each fit flag bit set (by name).
-    dropped_bands : dict
-        band -> ``[n_tiles, reason]``: ok tiles over which the band was blank.
-    outputs : dict
-        What the run wrote (description -> path or URL).
-    """
-
-    run_dir: str
-    catalog_path: str | None
-    n_tiles: int
-    n_ok: int
-    n_skipped: int
-    failed: dict[str, str]
-    merge: MergeStats | None = None
-    timings: dict[str, float] = dc_field(default_factory=dict)
-    catalogs: dict[str, str] = dc_field(default_factory=dict)
-    mosaic_path: str | None = None
-    noise_correlation: dict[str, float] = dc_field(default_factory=dict)
-    kept_previous: str | None = None
-    unusable_bands: dict[str, str] = dc_field(default_factory=dict)
-    flag_counts: dict[str, int] = dc_field(default_factory=dict)
-    dropped_bands: dict[str, list] = dc_field(default_factory=dict)
-    outputs: dict[str, str] = dc_field(default_factory=dict)
-    storage_options: dict | None = dc_field(default=None, repr=False, compare=False)
-    usage: dict = dc_field(default_factory=dict)
-    _catalog: Table | None = dc_field(default=None, repr=False, compare=False)
-
-    @property
-    def catalog(self) -> Table:
-        """The merged catalog (primary model), read once when first used."""
-        if self._catalog is None:
-            self._catalog = _read_catalog(self.catalog_path, self.storage_options)
-        return self._catalog
-
-    @property
-    def degraded(self) -> bool:
-        """True when some band could not be measured anywhere in the field."""
-        return bool(self.unusable_bands)
-
-    def relocate(self, old: str, new: str) -> None:
-        """Paths of the result moved from root ``old`` to ``new``."""
-        def move(p):
-            return new + p[len(old):] if isinstance(p, str) and p.startswith(old) else p
-        self.run_dir, self.catalog_path, self.mosaic_path = map(
-            move, (self.run_dir, self.catalog_path, self.mosaic_path))
-        self.catalogs = {k: move(v) for k, v in self.catalogs.items()}
-        self.outputs = {k: move(v) for k, v in self.outputs.items()}
-
-    @property
-    def complete(self) -> bool:
-        """True when every tile is ok (the catalog covers the whole field)."""
-        return not self.failed and self.n_ok == self.n_tiles
-
-    def summary(self) -> str:
-        """A few lines: tiles, catalog, mosaics, failures, timings."""
-        state = "complete" if self.complete else f"INCOMPLETE: {len(self.failed)} tile(s) failed"
-        lines = [f"run {self.run_dir}: {self.n_ok}/{self.n_tiles} tiles ok "
-                 f"({self.n_skipped} reused), {state}"]
-        if self.merge:
-            lines.append(f"catalog {self.catalog_path}: {self.merge.n_output} sources "
-                         f"({self.merge.n_duplicates} duplicates removed)")
-        if self.flag_counts:
-            flags = {k: v for k, v in self.flag_counts.items() if k != "clean"}
-            lines.append(f"  FLAGS == 0: {self.flag_counts.get('clean', 0)} rows"
-                         + ("; flagged: " + ", ".join(f"{k} {v}" for k, v in flags.items())
-                            if flags else "") + " (bits: README, Flag bits)")
-        if self.mosaic_path:
-            lines.append(f"mosaics {self.mosaic_path}")
-        lines += [f"  failed {t}: {r}" for t, r in self.failed.items()]
-        lines += [f"WARNING: band {b} is unusable over the whole field ({r}): it has no "
-                  f"measurements" for b, r in self.unusable_bands.items()]
-        partly = {b: v for b, v in self.dropped_bands.items() if b not in self.unusable_bands}
-        if partly:
-            lines.append("bands blank over part of the field (no fluxes there): " + ", ".join(
-                f"{b} over {n} of {self.n_tiles} tiles ({r})" for b, (n, r) in partly.items()))
-        stages = [(k, self.timings[k]) for k in ("setup", "psf", "tiles", "merge", "mosaic", "total")
-                  if k in self.timings]
-        if stages:
-            lines.append("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages))
-        if self.usage:
-            from ..sizing.usage import format_usage
-            lines.append(format_usage(self.usage))
-        if self.kept_previous:
-            lines.append(f"the earlier run in {self.kept_previous} was better and is kept as it was; "
-                         f"this attempt is in {self.run_dir} (--resume {self.run_dir} finishes it)")
-        if self.outputs:
-            lines.append("outputs:")
-            width = max(len(k) for k in self.outputs)
-            lines += [f"  {k:<{width}}  {v}" for k, v in self.outputs.items()]
-        return "\n".join(lines)
-
-
-def _read_catalog(path: str | None, storage_options: dict | None) -> Table:
-    if path is None:
-        return Table()
-    if is_remote(path):
-        import fsspec
-        with fsspec.open(path, "rb", **(storage_options or {})) as fh:
-            return Table.read(fh, format="fits")
-    return Table.read(path)
 
 
 def field_from_config(images: str | Field, config: Mapping[str, Any],
@@ -247,7 +121,7 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
     given = carry_psfs(final, store, _given_psfs(cfg, psfs))
     # one cluster, started when first needed, for the PSFs, the tiles and the
     # mosaic (one start-up, one dashboard link)
-    with _lazy_client(cluster, cfg, store) as get_client:
+    with lazy_client(cluster, cfg, store) as get_client:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         with shown(progress):
@@ -321,25 +195,15 @@ def _no_empty_folder(store: RunStore):
 def _finish(final: RunStore, store: RunStore, previous: dict | None, result: RunResult) -> RunResult:
     """Swap the attempt in if it is not worse than the earlier run; write
     ``summary.json`` where the attempt's files end up."""
-    summary = _summary(result)
+    summary = summary_dict(result)
     swapped, where = finish_attempt(final, store, previous, summary)
     if where.root != store.root:
         result.relocate(store.root, where.root)
     result.kept_previous = None if swapped else final.root
-    result.outputs = _outputs(where, result)
-    summary = _summary(result)
+    result.outputs = outputs_of(where, result)
+    summary = summary_dict(result)
     where.write_json("summary.json", summary)
     return result
-
-
-def _summary(result: RunResult) -> dict[str, Any]:
-    return {"complete": result.complete, "n_tiles": result.n_tiles, "n_ok": result.n_ok,
-            "n_reused": result.n_skipped, "failed": result.failed, "timings": result.timings,
-            "merge": result.merge.as_dict() if result.merge else None, "catalogs": result.catalogs,
-            "noise_correlation": result.noise_correlation, "unusable_bands": result.unusable_bands,
-            "flag_counts": result.flag_counts, "dropped_bands": result.dropped_bands,
-            "outputs": result.outputs,
-            "usage": result.usage}
 
 
 def _usage(statuses: Mapping[str, dict], cfg: Mapping[str, Any]) -> dict:
@@ -351,59 +215,6 @@ def _usage(statuses: Mapping[str, dict], cfg: Mapping[str, Any]) -> dict:
     except Exception as exc:  # an estimate, not a result
         log.warning("no cost estimate: %s", exc)
         return {}
-
-
-@contextmanager
-def _lazy_client(cluster: Any, cfg: Mapping[str, Any], store: RunStore):
-    """A function returning the run's Client, made (with its performance
-    report, when asked) on the first call and closed on exit: a run that
-    builds no PSF and has no tile or mosaic to compute starts no cluster."""
-    from contextlib import ExitStack
-    made: list = []
-    with ExitStack() as stack:
-        def get_client():
-            if not made:
-                from .execute import client_for
-                made.append(stack.enter_context(client_for(cluster, cfg)))
-                stack.enter_context(_performance_report(made[0], cfg, store))
-            return made[0]
-        yield get_client
-
-
-def _performance_report(client, cfg: Mapping[str, Any], store: RunStore):
-    """distributed's performance report of what runs inside, saved as
-    ``performance_report.html`` in the run directory
-    (``cluster.performance_report``); a no-op otherwise."""
-    if client is None or not cfg["cluster"].get("performance_report"):
-        return nullcontext()
-    return _Report(store)
-
-
-class _Report:
-    """Write the report to a local temporary file, then into the store
-    (which may be remote)."""
-
-    def __init__(self, store: RunStore):
-        import tempfile
-        self.store = store
-        self.tmp = tempfile.TemporaryDirectory()
-        self.path = str(Path(self.tmp.name) / "performance_report.html")
-
-    def __enter__(self):
-        from distributed import performance_report
-        self.inner = performance_report(filename=self.path)
-        self.inner.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        try:
-            self.inner.__exit__(*exc)
-            self.store.put_file(self.path, "performance_report.html")
-        except Exception as err:  # the report is an extra: keep the run
-            log.warning("performance report not saved: %s", err)
-        finally:
-            self.tmp.cleanup()
-        return False
 
 
 def _grid(fld: Field, cfg: Mapping[str, Any]) -> TileGrid:
@@ -508,7 +319,7 @@ def merge_run(store: RunStore, grid: TileGrid, cfg: Mapping[str, Any]) -> RunRes
             result.catalog_path, result.merge = store.url(f"{name}.fits"), stats
             result.flag_counts = flag_counts(merged)
         _merge_rejected(store, grid, ok_tiles, rejected_name(model, i == 0), model, cfg)
-    result.outputs = _outputs(store, result)
+    result.outputs = outputs_of(store, result)
     return result
 
 
@@ -519,43 +330,6 @@ def _dropped(dropped: list[dict[str, str]]) -> dict[str, list]:
         for band, reason in tile.items():
             out.setdefault(band, [0, reason])[0] += 1
     return dict(sorted(out.items()))
-
-
-def flag_counts(cat: Table) -> dict[str, int]:
-    """Rows with ``FLAGS == 0`` (``clean``) and rows with each fit flag bit."""
-    from ..fit.flags import FitFlag
-    if "FLAGS" not in cat.colnames:
-        return {}
-    flags = np.asarray(np.ma.filled(np.ma.asarray(cat["FLAGS"]), 0), dtype=np.int64)
-    out = {"clean": int(np.count_nonzero(flags == 0))}
-    for bit in FitFlag:
-        n = int(np.count_nonzero(flags & int(bit)))
-        if n:
-            out[bit.name] = n
-    return out
-
-
-def _outputs(store: RunStore, result: RunResult) -> dict[str, str]:
-    """The files of a run that exist, described (the closing summary's list)."""
-    out = {}
-    for model, path in result.catalogs.items():
-        out[f"catalog ({model})"] = f"{path} (+ .parquet)"
-        rejected = path.replace(".fits", "_rejected.fits")
-        if store.exists(rejected[len(store.root) + 1:]):
-            out[f"rejected detections ({model})"] = rejected
-    if result.mosaic_path:
-        out["model / residual mosaics"] = result.mosaic_path
-        pngs = [n for n in store.listdir() if n.startswith("mosaic_") and n.endswith(".png")]
-        if pngs:
-            out["quick looks (data / model / residual)"] = store.url(pngs[0]) + (
-                f" and {len(pngs) - 1} more" if len(pngs) > 1 else "")
-    if store.exists("psf/summary.png"):
-        out["PSFs built"] = store.url("psf") + "/ (summary.png: PSFs, encircled energy, stars)"
-    out["per-tile catalogs and status"] = store.url("tiles") + "/"
-    out["tiling"] = store.url("tiles.png") + ", tiles.reg"
-    out["configuration"] = store.url("run.yaml") + " (rerun with --config)"
-    out["this summary"] = store.url("summary.json")
-    return out
 
 
 def _unusable(dropped: list[dict[str, str]]) -> dict[str, str]:

@@ -11,7 +11,8 @@ import logging
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..io.field import Field
@@ -20,7 +21,7 @@ from ..io.store import RunStore
 from ..tiling import Tile
 from .tile_task import process_tile
 
-__all__ = ["execute_tiles", "client_for"]
+__all__ = ["execute_tiles", "client_for", "lazy_client"]
 
 log = logging.getLogger("dja_sepp")
 
@@ -195,3 +196,55 @@ def _failure(tile: Tile, exc: BaseException) -> dict:
 def _record(store: RunStore, tile: Tile, status: dict) -> None:
     store.write_json(f"tiles/{tile.id}/status.json", status)
     store.remove(f"tiles/{tile.id}/running.json")  # that attempt is over
+
+
+@contextmanager
+def lazy_client(cluster: Any, cfg: Mapping[str, Any], store: RunStore):
+    """A function returning the run's Client, made (with its performance
+    report, when asked) on the first call and closed on exit: a run that
+    builds no PSF and has no tile or mosaic to compute starts no cluster."""
+    from contextlib import ExitStack
+    made: list = []
+    with ExitStack() as stack:
+        def get_client():
+            if not made:
+                made.append(stack.enter_context(client_for(cluster, cfg)))
+                stack.enter_context(_performance_report(made[0], cfg, store))
+            return made[0]
+        yield get_client
+
+
+def _performance_report(client, cfg: Mapping[str, Any], store: RunStore):
+    """distributed's performance report of what runs inside, saved as
+    ``performance_report.html`` in the run directory
+    (``cluster.performance_report``); a no-op otherwise."""
+    if client is None or not cfg["cluster"].get("performance_report"):
+        return nullcontext()
+    return _Report(store)
+
+
+class _Report:
+    """Write the report to a local temporary file, then into the store
+    (which may be remote)."""
+
+    def __init__(self, store: RunStore):
+        import tempfile
+        self.store = store
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = str(Path(self.tmp.name) / "performance_report.html")
+
+    def __enter__(self):
+        from distributed import performance_report
+        self.inner = performance_report(filename=self.path)
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.inner.__exit__(*exc)
+            self.store.put_file(self.path, "performance_report.html")
+        except Exception as err:  # the report is an extra: keep the run
+            log.warning("performance report not saved: %s", err)
+        finally:
+            self.tmp.cleanup()
+        return False
