@@ -52,7 +52,7 @@ def worker_peak_rss_mb() -> float:
 
 
 def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin2: float,
-             correlated_noise: float | None):
+             correlated_noise: float | None, bands=BANDS):
     """A crowded demo-like field (with galaxies on the tile borders) and its tiling.
 
     Stars: ``stars_per_arcmin2`` (at least 8, so the PSF step has >= 5 usable
@@ -63,7 +63,7 @@ def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin
     area = (size / 60.0) ** 2
     n_stars = max(8, int(round(stars_per_arcmin2 * area)))
     t0 = time.perf_counter()
-    sim = simulate_field(out, field="bench", size_arcsec=size, bands=BANDS, density=density,
+    sim = simulate_field(out, field="bench", size_arcsec=size, bands=tuple(bands), density=density,
                          n_stars=n_stars, bright_stars=max(1, n_stars // 4), seed=seed,
                          extra_positions=border_positions(size), correlated_noise=correlated_noise)
     return sim, demo_tiling(size), time.perf_counter() - t0
@@ -164,7 +164,10 @@ def crowded(args) -> dict:
     from dja_sepp.sim.score import format_score, score_catalog
     out = Path(args.out)
     cn = args.correlated_noise or None
-    sim, tiling, t_sim = simulate(out / "images", args.size, args.density, args.seed, args.stars, cn)
+    sim, tiling, t_sim = simulate(out / "images", args.size, args.density, args.seed, args.stars, cn,
+                                  args.bands.split(","))
+    if args.tile_size:  # e.g. the whole field as one 2' tile (memory of a DJA-sized tile)
+        tiling = {**tiling, "tile_size": args.tile_size}
     truth = Table.read(sim.truth_path)
     print(f"simulated {args.size:g}\" x {args.size:g}\" ({len(truth)} true objects, "
           f"{int((truth['KIND'] == 'star').sum())} stars, correlated noise {cn}) in {t_sim:.0f} s")
@@ -229,6 +232,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--correlated-noise", type=float, default=1.25,
                     help="drizzle drop width in output pixels (1.25 ~ pixfrac 0.8; 0 = white)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--bands", default=",".join(BANDS), help="comma-separated NIRCam bands")
+    ap.add_argument("--tile-size", type=float, default=None,
+                    help="tile core side (arcsec; default: 2 x 2 tiles, 3 x 3 above 60\")")
     ap.add_argument("--psf", choices=("build", "truth"), default="build",
                     help="PSFs built by the run (default) or the simulator's true ones")
     ap.add_argument("--seed", type=int, default=2)

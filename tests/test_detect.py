@@ -190,3 +190,23 @@ def test_detection_errors_include_correlated_noise():
     src = np.argmin(np.hypot(table["x"] - 64, table["y"] - 64))
     ref = np.argmin(np.hypot(plain["x"] - 64, plain["y"] - 64))
     assert table["FLUXERR_AUTO"][src] == pytest.approx(factor * plain["FLUXERR_AUTO"][ref], rel=1e-3)
+
+
+def test_apertures_accept_what_sep_measured():
+    """sep stores theta in float32; the float32 nearest pi/2 lies above pi/2
+    and sep's own aperture functions refused it ("invalid aperture
+    parameters": one tile of a benchmark field failed). Degenerate a, b too."""
+    import sep
+    from dja_sepp.detect.extract import _ellipse
+    objects = np.zeros(3, dtype=[("a", "f4"), ("b", "f4"), ("theta", "f4")])
+    objects["a"] = [2.0, 0.0, 3.0]
+    objects["b"] = [0.3, np.nan, 4.0]
+    objects["theta"] = [np.float32(np.pi / 2), 0.1, -np.float32(np.pi / 2)]
+    data = np.ones((50, 50))
+    x = y = np.full(3, 25.0)
+    with pytest.raises(Exception, match="invalid aperture parameters"):
+        sep.sum_ellipse(data, x, y, objects["a"].astype(float), objects["b"].astype(float),
+                        objects["theta"].astype(float), np.full(3, 2.5))
+    a, b, theta = _ellipse(objects)
+    flux, _, _ = sep.sum_ellipse(data, x, y, a, b, theta, np.full(3, 2.5))
+    assert np.all(flux > 0) and np.all(b <= a) and np.all(np.abs(theta) <= np.pi / 2)

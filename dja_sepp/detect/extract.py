@@ -217,13 +217,26 @@ def _background(sci: np.ndarray, mask: np.ndarray, cfg: Mapping[str, Any]) -> np
     return bkg.back()
 
 
+def _ellipse(objects) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``a, b, theta`` of sep objects as sep's aperture functions accept them:
+    theta within [-pi/2, pi/2] (sep stores it in float32, and the float32
+    nearest pi/2 lies just above it: "invalid aperture parameters" on one
+    tile of a benchmark field), 0 < b <= a."""
+    a = objects["a"].astype(float)
+    a = np.where(np.isfinite(a) & (a > 0), a, 0.5)
+    b = objects["b"].astype(float)
+    b = np.clip(np.where(np.isfinite(b) & (b > 0), b, a), 1e-3, a)
+    theta = np.clip(np.nan_to_num(objects["theta"].astype(float)), -np.pi / 2, np.pi / 2)
+    return a, b, theta
+
+
 def _measure(objects, data, err, mask, segmap, det: BandCutout, cfg, seg_ids=None) -> Table:
     """Measure ``objects``, whose segments in ``segmap`` are ``seg_ids``
     (default 1..n). Isophotal quantities come from the segmentation map, so a
     host that absorbed cleaned fragments includes their pixels."""
     n = len(objects)
     x, y = objects["x"].astype(float), objects["y"].astype(float)
-    a, b, theta = objects["a"].astype(float), objects["b"].astype(float), objects["theta"].astype(float)
+    a, b, theta = _ellipse(objects)
     seg_id = np.arange(1, n + 1, dtype=np.int32) if seg_ids is None else np.asarray(seg_ids, np.int32)
     nseg = max(int(segmap.max()), int(seg_id.max(initial=0))) + 1
     flat = segmap.ravel()
