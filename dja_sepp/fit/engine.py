@@ -110,7 +110,9 @@ class BuiltinEngine(Engine):
             else np.ones(len(sources), bool)
         groups = _groups_to_fit(sources, in_core, opts)
         groups.sort(key=lambda g: -float(np.nansum(np.asarray(sources["FLUX_AUTO"])[g])))
-        work = {b.band: np.array(b.sci, dtype=np.float64) for b in bands}
+        # the working images (data minus the models subtracted so far): float32
+        # like the mosaics, so a 2' tile of 8 bands holds 1.6 GB less than in float64
+        work = {b.band: np.array(b.sci, dtype=np.float32) for b in bands}
         affines = {b.band: band_affine(detection, b) for b in bands}
         state = _TileState(sources, detection, bands, work, affines, mdef, opts, out)
         duration = np.zeros(len(sources))
