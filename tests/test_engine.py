@@ -196,19 +196,25 @@ def test_bright_overlap_sources_are_subtracted_for_the_core(cfg):
         assert abs(ignored[f"FLUX_MODEL_{band}"][faint] / ref - 1) > 0.05, band
 
 
+def _pair(cfg, xs, ys, shape, seed):
+    """A galaxy and a 10x fainter one at detection pixels ``xs, ys``, their
+    scene and detections (sources, the row nearest each, found)."""
+    from astropy.table import Table
+    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": list(xs), "Y_DET": list(ys),
+                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, shape, {b: 1 for b in BANDS}, sigma=0.02, seed=seed)
+    return (scene, *detect_and_match(scene, {**cfg["detection"], "thresh": 8.0}))
+
+
 def test_second_pass_skipped_where_no_neighbour_changed_the_pixels(cfg, monkeypatch):
     """Two galaxies far apart: the other's subtracted model changes a
     window's pixels by far less than ``fit.refit_min_change`` (noise-weighted
     norm) and unmasks nothing, so the second pass keeps the first fit instead
     of refitting: fewer fits, and the fluxes of the full second pass."""
     import dja_sepp.fit.engine as engine_module
-    from astropy.table import Table
-    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [30.3, 130.0], "Y_DET": [40.2, 39.0],
-                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
-    for band in BANDS:
-        truth[f"FLUX_{band}"] = [3000.0, 300.0]
-    scene = make_scene(truth, (80, 160), {b: 1 for b in BANDS}, sigma=0.02, seed=14)
-    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    scene, sources, nearest, found = _pair(cfg, (30.3, 130.0), (40.2, 39.0), (80, 160), 14)
     assert found.all() and len(sources) == 2
     real_fit, calls = engine_module.fit_group, []
 
@@ -237,13 +243,7 @@ def test_second_pass_refits_where_a_neighbour_was_unmasked(cfg, monkeypatch):
     """A close pair fitted source by source: the bright one's first fit had
     its neighbour masked, the second sees it subtracted (other weights), so it
     is refitted whatever ``fit.refit_min_change``: the same fits as always."""
-    from astropy.table import Table
-    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [40.3, 58.0], "Y_DET": [30.2, 44.0],
-                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
-    for band in BANDS:
-        truth[f"FLUX_{band}"] = [3000.0, 300.0]
-    scene = make_scene(truth, (80, 96), {b: 1 for b in BANDS}, sigma=0.02, seed=13)
-    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    scene, sources, nearest, found = _pair(cfg, (40.3, 58.0), (30.2, 44.0), (80, 96), 13)
     c = {**cfg["fit"], "passes": 2, "max_group_size": 1}
     engine = get_engine("builtin")
     full = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", {**c, "refit_min_change": 0.0})
@@ -279,13 +279,7 @@ def test_a_refit_starts_from_the_first_pass_solution(cfg, monkeypatch):
     inside the ranges), not from the detection's moments again: fewer
     evaluations, the same optimum."""
     import dja_sepp.fit.engine as engine_module
-    from astropy.table import Table
-    truth = Table({"KIND": ["sersic", "sersic"], "X_DET": [40.3, 58.0], "Y_DET": [30.2, 44.0],
-                   "N": [1.5, 1.0], "RE": [0.2, 0.15], "Q": [0.7, 0.8], "ANGLE": [20.0, 70.0]})
-    for band in BANDS:
-        truth[f"FLUX_{band}"] = [3000.0, 300.0]
-    scene = make_scene(truth, (80, 96), {b: 1 for b in BANDS}, sigma=0.02, seed=13)
-    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    scene, sources, nearest, found = _pair(cfg, (40.3, 58.0), (30.2, 44.0), (80, 96), 13)
     real_fit, calls = engine_module.fit_group, []
 
     def recording(model, starts, *args, **kw):
