@@ -69,8 +69,10 @@ def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin
     return sim, demo_tiling(size), time.perf_counter() - t0
 
 
-def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: dict) -> dict:
-    """Run the whole pipeline on a fresh LocalCluster; timings, memory, result."""
+def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: dict,
+            model: str | None = None) -> dict:
+    """Run the whole pipeline on a fresh LocalCluster (``model``: the fitted
+    model, default the configuration's); timings, memory, result."""
     from distributed import Client, LocalCluster
 
     from dja_sepp import run
@@ -79,7 +81,7 @@ def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: di
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         t0 = time.perf_counter()
         result = run(images, out, config={"tiling": tiling, "mosaic": {"enabled": False}},
-                     psfs=psfs, cluster=client, progress=False)
+                     psfs=psfs, cluster=client, progress=False, models=[model] if model else None)
         wall = time.perf_counter() - t0
         rss = client.run(worker_peak_rss_mb)
     t = result.timings
@@ -172,7 +174,7 @@ def crowded(args) -> dict:
     print(f"simulated {args.size:g}\" x {args.size:g}\" ({len(truth)} true objects, "
           f"{int((truth['KIND'] == 'star').sum())} stars, correlated noise {cn}) in {t_sim:.0f} s")
     psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
-    r = one_run(sim.images_dir, out / "run", args.workers, psfs, tiling)
+    r = one_run(sim.images_dir, out / "run", args.workers, psfs, tiling, args.model)
     _print_run(r)
     if not r["n_rows"]:
         raise SystemExit("the run produced no catalog rows")
@@ -187,7 +189,7 @@ def crowded(args) -> dict:
     if args.profile:
         prof = profile_tile(sim.images_dir, out / "run", tiling, out / "profile")
         _print_profile(prof)
-    return {"mode": "crowded", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
+    return {"mode": "crowded", "model": args.model or "sersic_rg4", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
             "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
             "simulation_s": t_sim, "profile": prof, "run": r, "score": whole.to_dict(),
             "core_s_per_true_band": {"whole_run": whole.core_s_per_true_band,
@@ -233,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="drizzle drop width in output pixels (1.25 ~ pixfrac 0.8; 0 = white)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--bands", default=",".join(BANDS), help="comma-separated NIRCam bands")
+    ap.add_argument("--model", default=None, help="fitted model (default: the configuration's, sersic_rg4)")
     ap.add_argument("--tile-size", type=float, default=None,
                     help="tile core side (arcsec; default: 2 x 2 tiles, 3 x 3 above 60\")")
     ap.add_argument("--psf", choices=("build", "truth"), default="build",
