@@ -92,7 +92,9 @@ def agreement(cat_a, cat_b, bands, model: str = "sersic_rg4", snr_min: float = 5
         return np.asarray(cat[name], float)[idx]
 
     snr = col(cat_a, f"FLUX_MODEL_{ref}", ia) / col(cat_a, f"FLUX_MODEL_{ref}_err", ia)
-    good = (snr > snr_min) & (np.asarray(cat_a["MODEL"])[ia] == model) & (np.asarray(cat_b["MODEL"])[ib] == model)
+    # (FITS string columns come back as bytes)
+    good = (snr > snr_min) & (np.asarray(cat_a["MODEL"]).astype(str)[ia] == model) \
+        & (np.asarray(cat_b["MODEL"]).astype(str)[ib] == model)
     good &= np.isfinite(col(cat_b, "RADIUS", ib))
     ia, ib = ia[good], ib[good]
     out = {"n": int(len(ia)), "dmag_abs_median": {}, "dmag_median": {}}
