@@ -41,14 +41,14 @@ def _fit(scene, cfg, model):
     return table[nearest], found
 
 
-# The issue's |median| <= 0.02 is not met by these two yet: they are held to what
-# they reach, so that a further regression fails. Measured first: B+D_free +0.019 /
-# +0.026 in F150W / F277W, B+D_corr +0.021 / +0.026 in F277W / F444W on three bands;
-# on the code of 2026-11-26 (unchanged by that day's engine work: the same numbers
-# before and after it) B+D_free's three-band medians are +0.033 / +0.039 / +0.042:
-# a regression of the previous day's B+D work, open in the bulge + disk issue.
-MEDIAN_REACHED = {"B+D_free": 0.045, "B+D_corr": 0.035}
-MEDIAN_REACHED_TWO_BANDS = {"B+D_free": 0.035}  # the two-band field scene holds the first hold
+# The issue's |median| <= 0.02 is not met by these two yet (measured: B+D_free
+# +0.019 / +0.026 in F150W / F277W, B+D_corr +0.021 / +0.026 in F277W / F444W on
+# three bands): they are held to what they reach, so that a regression fails.
+# Known failure (2026-11-26): B+D_free's three-band medians are now +0.033 / +0.039
+# / +0.042 (identical on the code before that day's engine work): a regression of
+# the previous day's bulge + disk work, open in the bulge + disk issue; the hold
+# stays where it was so that the test keeps saying so.
+MEDIAN_REACHED = {"B+D_free": 0.035, "B+D_corr": 0.035}
 
 
 def _check(truth, fits, found, model, bands, ref, median_tol: float = 0.02):
@@ -91,7 +91,7 @@ def test_bt_per_band_on_known_bt_sims(cfg, field_scene):
 @pytest.mark.parametrize("model", ["B+D_corr", "B+D_free"])
 def test_bt_per_band_other_bulge_disk_models(cfg, field_scene, model):
     fits, found = _fit(field_scene, cfg, model)
-    tol = MEDIAN_REACHED_TWO_BANDS.get(model, 0.02)
+    tol = MEDIAN_REACHED["B+D_free"] if model == "B+D_free" else 0.02
     _check(field_scene.truth, fits, found, model, FAST_BANDS, "F277W", tol)
 
 
