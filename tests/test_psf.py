@@ -245,7 +245,7 @@ def test_psfex_psf_matches_the_truth(star_field, selection, band, tmp_path):
     PSFEx alone: EE within 0.031 (F200W) / 0.032 (F444W) of the truth."""
     from dja_sepp.psf.builder import _psfex_band
     fld, _, _, stars = selection
-    url, _ = _psfex_band(fld.bands[band], stars, _DirStore(tmp_path), None)
+    url, _ = _psfex_band(fld.bands[band], stars, None).write(_DirStore(tmp_path))
     psf = load_psf(url, band=band, pixel_scale=fld.bands[band].pixel_scale)
     img = psf.stamp()
     truth = load_psf(str(star_field.psf_paths[band]), band=band, pixel_scale=fld.bands[band].pixel_scale)
@@ -295,7 +295,7 @@ def test_psfex_psf_carries_the_share_of_total_light(star_field, selection, tmp_p
     from dja_sepp.psf.builder import _psfex_band
     fld, _, _, stars = selection
     image = fld.bands["F200W"]
-    url, psf = _psfex_band(image, stars, _DirStore(tmp_path), None)
+    url, psf = _psfex_band(image, stars, None).write(_DirStore(tmp_path))
     again = load_psf(url, band="F200W", pixel_scale=image.pixel_scale)
     img = again.stamp()
     truth = _truth_in_box("F200W", image.pixel_scale, img.shape[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ from ..settings import default_config
 from .base import ImagePSF
 from .energy import DEFAULTS as ENERGY
 from .energy import EnergyCurve, match_profile, measure_energy, stamp_fraction
+from .wings import share_tails
 from .stars import DEFAULTS as STAR_DEFAULTS
 from .stars import detect_reference, select_stars
 
@@ -238,9 +240,12 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
         log.warning("PSF reference band not in the field; using %s", ref)
     stars = select_stars(detect_reference(field, grid, ref, pcfg.get("stars"), client), pcfg.get("stars"))
     log.info("PSF: %d stars selected in %s", len(stars), ref)
+    built = dict(_band_psfs(field, stars, pcfg, bands, client))
+    if (pcfg.get("energy") or {}).get("shared_tail", ENERGY["shared_tail"]):
+        _share_tails(built, {band: field.bands[band].wavelength for band in built})
     out, psfs = {}, {}
-    for band, (path, psf) in _band_psfs(field, stars, store, pcfg, bands, client):
-        out[band], psfs[band] = path, psf
+    for band in bands:
+        out[band], psfs[band] = _write_band(built[band], store)
     store.write_bytes("psf/summary.json", json.dumps(_summary(psfs, ref, len(stars)), indent=1).encode())
     store.write_bytes("psf/summary.png", _summary_png(psfs, stars))
     stars.write(buf := io.BytesIO(), format="fits")
@@ -248,11 +253,11 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     return out
 
 
-def _band_psfs(field, stars: Table, store, pcfg: Mapping[str, Any], bands: Sequence[str], client):
-    """(band, (URL, PSF)) for every band, in band order, each built here or
+def _band_psfs(field, stars: Table, pcfg: Mapping[str, Any], bands: Sequence[str], client):
+    """(band, built PSF) for every band, in band order, each built here or
     as a Dask task, with a progress bar over the bands."""
     desc = f"PSF ({len(stars)} stars)"
-    args = [(field.bands[band], stars, store, pcfg) for band in bands]
+    args = [(field.bands[band], stars, pcfg) for band in bands]
     if client is None:
         return [(band, _one_band(*a)) for band, a in zip(bar(bands, desc=desc, unit="band"), args)]
     from distributed import as_completed
@@ -263,13 +268,31 @@ def _band_psfs(field, stars: Table, store, pcfg: Mapping[str, Any], bands: Seque
     return list(zip(bands, client.gather(futures)))
 
 
-def _one_band(image, stars: Table, store, pcfg: Mapping[str, Any]):
-    """Build one band's PSF and write its file: (URL, PSF)."""
+def _one_band(image, stars: Table, pcfg: Mapping[str, Any]):
+    """One band's PSF: an :class:`ImagePSF`, or a :class:`_PSFExFile`."""
     min_stars = int({**STAR_DEFAULTS, **(pcfg.get("stars") or {})}["min_stars"])
     if pcfg.get("method") == "psfex":
-        return _psfex_band(image, stars, store, pcfg.get("psfex"), pcfg.get("energy"), min_stars)
-    psf = build_band_psf(image, stars, pcfg.get("builder"), pcfg.get("energy"), min_stars)
-    return store.write_bytes(f"psf/{image.band}.fits", _fits_bytes(psf)), psf
+        return _psfex_band(image, stars, pcfg.get("psfex"), pcfg.get("energy"), min_stars)
+    return build_band_psf(image, stars, pcfg.get("builder"), pcfg.get("energy"), min_stars)
+
+
+def _share_tails(built: dict, wavelengths: Mapping[str, float | None]) -> None:
+    """Give every band the light beyond its reach measured by the band that
+    reached furthest in units of wavelength (:mod:`dja_sepp.psf.wings`);
+    the stamps' ``EEFRAC`` follow."""
+    curves = {band: psf.energy for band, psf in built.items() if psf.energy is not None}
+    for band, curve in share_tails(curves, wavelengths).items():
+        psf = built[band]
+        if curve is not psf.energy:
+            shape = psf.shape if isinstance(psf, _PSFExFile) else psf.data.shape
+            psf.energy, psf.ee_fraction = curve, min(stamp_fraction(curve, shape), 1.0)
+
+
+def _write_band(psf, store):
+    """Write one band's PSF file into the run's ``psf/``: (URL, PSF)."""
+    if isinstance(psf, _PSFExFile):
+        return psf.write(store)
+    return store.write_bytes(f"psf/{psf.band}.fits", _fits_bytes(psf)), psf
 
 
 def _summary(psfs: Mapping[str, Any], ref: str, n_selected: int) -> dict[str, Any]:
@@ -292,29 +315,50 @@ def _summary(psfs: Mapping[str, Any], ref: str, n_selected: int) -> dict[str, An
                     "unit-sum magnitude minus total magnitude"}
 
 
-def _psfex_band(image, stars: Table, store, settings, energy=None, min_stars: int | None = None):
-    """Run PSFEx for one band; the ``.psf`` (with ``EEFRAC`` from the
-    stars' encircled energy) goes into the run's ``psf/``."""
+@dataclass
+class _PSFExFile:
+    """A PSFEx model built by a band task, written by the driver once every
+    band's curve of growth is known."""
+    band: str
+    pixel_scale: float
+    content: bytes
+    energy: EnergyCurve | None
+    ee_fraction: float
+    shape: tuple[int, int]
+
+    def write(self, store):
+        """Write ``psf/{band}.psf`` (``EEFRAC`` updated): (URL, PSFExPSF)."""
+        from .psfex import PSFExPSF
+        with fits.open(io.BytesIO(self.content)) as hdul:
+            hdul["PSF_DATA"].header["EEFRAC"] = (self.ee_fraction, "fraction of total light in the stamp")
+            hdul.writeto(buf := io.BytesIO())
+        url = store.write_bytes(f"psf/{self.band}.psf", buf.getvalue())
+        psf = PSFExPSF(url, band=self.band, pixel_scale=self.pixel_scale,
+                       storage_options=store.storage_options)
+        psf.data, psf.energy = psf.stamp() / psf.ee_fraction, self.energy   # unit-sum shape for the figure
+        return url, psf
+
+
+def _psfex_band(image, stars: Table, settings, energy=None, min_stars: int | None = None) -> _PSFExFile:
+    """Run PSFEx for one band: the ``.psf`` content and, from the stars'
+    encircled energy, its stamp's share of the total light."""
     import tempfile
     from pathlib import Path
-    from .psfex import PSFExPSF, reweight_basis, run_psfex, set_ee_fraction
+    from .psfex import PSFExPSF, reweight_basis, run_psfex
     with tempfile.TemporaryDirectory(prefix="dja_sepp_psf_") as tmp:
         path = run_psfex(image, stars, tmp, settings, min_stars)
         psf = PSFExPSF(path, band=image.band, pixel_scale=image.pixel_scale)
-        curve = None
+        shape = tuple(psf.basis.shape[-2:])
+        curve, fraction = None, psf.ee_fraction
         if energy is not False:
             e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
-            curve = measure_energy(image, stars, e, norm_radius=float(psf.basis.shape[-1] // 2))
+            curve = measure_energy(image, stars, e, norm_radius=float(shape[-1] // 2))
             if e.get("match_from") is not None:
                 # the stamp's annuli follow the stars' curve of growth, as for
                 # the built-in stack: one radial factor map for every term
                 reweight_basis(path, _match_factor(psf.stamp(), curve, float(e["match_from"])))
-            set_ee_fraction(path, stamp_fraction(curve, psf.basis.shape[-2:]))
-        url = store.write_bytes(f"psf/{image.band}.psf", Path(path).read_bytes())
-    psf = PSFExPSF(url, band=image.band, pixel_scale=image.pixel_scale,
-                   storage_options=store.storage_options)
-    psf.data, psf.energy = psf.stamp() / psf.ee_fraction, curve   # unit-sum shape for the figure
-    return url, psf
+            fraction = stamp_fraction(curve, shape)
+        return _PSFExFile(image.band, image.pixel_scale, Path(path).read_bytes(), curve, fraction, shape)
 
 
 def _match_factor(stamp: np.ndarray, curve: EnergyCurve, r_min: float) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""The light beyond each band's reach, shared between bands in units of
+wavelength (``dja_sepp.psf.wings``), on noise-free JWST-like PSFs (GalSim:
+obscured aperture, six struts, mild aberrations) whose whole light is known.
+
+The stacked profile the PSF step would measure is the truth PSF's own radial
+profile; the reach is set by ``r_max`` as a field's stars would set it
+(F150W ~2", F444W ~2.4" on the demo field)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dja_sepp.psf.energy import DEFAULTS, _edges, curve_from_stack
+from dja_sepp.psf.wings import share_tails
+
+pytest.importorskip("galsim")
+
+SCALES = {"F150W": 0.02, "F277W": 0.04, "F444W": 0.04}
+REACH = {"F150W": 2.2, "F277W": 2.0, "F444W": 2.4}   # arcsec
+
+
+def _truth(band: str) -> np.ndarray:
+    """The PSF on the band's grid, 24" wide (all of GalSim's light), unit sum."""
+    from dja_sepp.sim.psf import psf_model
+    n = int(round(24 / SCALES[band])) | 1
+    big = psf_model(band).drawImage(nx=n, ny=n, scale=SCALES[band], method="auto").array
+    return big / big.sum()
+
+
+def _ee(img: np.ndarray, r_pix: float) -> float:
+    from photutils.aperture import CircularAperture
+    c = (img.shape[0] - 1) / 2.0
+    return float(CircularAperture((c, c), r_pix).do_photometry(img, method="exact")[0][0])
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """Band -> (curve from the truth's profile to the reach, truth image)."""
+    from photutils.profiles import RadialProfile
+    out = {}
+    for band, scale in SCALES.items():
+        img = _truth(band)
+        s = {**DEFAULTS, "r_max": REACH[band], "local_background": False}
+        edges = _edges(17.0, REACH[band] / scale, (4.0 / scale, 5.0 / scale))
+        c = (img.shape[0] - 1) / 2.0
+        stack = np.asarray(RadialProfile(img, (c, c), edges).profile, float)
+        norm_idx = int(np.searchsorted(edges, 17.0))
+        curve = curve_from_stack(band, scale, stack, np.full_like(stack, 1e-12), edges, norm_idx, 1, s)
+        out[band] = (curve, img)
+    return out
+
+
+def test_the_reach_is_where_it_was_asked(measured):
+    for band, (curve, _) in measured.items():
+        assert curve.reach * curve.pixel_scale == pytest.approx(REACH[band], rel=0.09)
+
+
+def test_long_wave_tails_come_from_the_band_measured_furthest_in_wavelength_units(measured):
+    """F150W reaches 1.5"/um, F444W 0.5"/um: F444W's light beyond 2.4" is
+    F150W's beyond 0.81", which F150W measured. Its own r^-3 extrapolation
+    misses the truth by > 0.01 of the total (the rings modulate the wing);
+    the shared tail is within 0.004 in both long-wave bands."""
+    curves = {band: c for band, (c, _) in measured.items()}
+    shared = share_tails(curves, {"F150W": 1.501, "F277W": 2.786, "F444W": 4.421})
+    assert shared["F150W"] is curves["F150W"]
+    for band in ("F277W", "F444W"):
+        curve, img = measured[band]
+        true_tail = 1.0 - _ee(img, curve.reach)
+        assert abs(shared[band].tail - true_tail) < 0.004
+        assert shared[band].meta["tail_from"] == "F150W"
+        assert shared[band].meta["own_tail"] == pytest.approx(curve.tail, abs=1e-5)
+    assert abs(curves["F444W"].tail - (1.0 - _ee(measured["F444W"][1], curves["F444W"].reach))) > 0.01
+
+
+def test_a_shared_tail_keeps_the_measured_curve_and_renormalises_it(measured):
+    curve = measured["F444W"][0]
+    new = curve.with_tail(0.03, "F150W")
+    assert new.ee[-1] + new.tail == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(new.ee / curve.ee, new.ee[-1] / curve.ee[-1], rtol=1e-12)
+    # the wing model beyond the reach carries exactly the new tail
+    assert new.at(curve.reach * 1.0000001) == pytest.approx(0.97, abs=1e-6)
+    assert new.at(4 * curve.reach) == pytest.approx(1 - 0.03 / 4, abs=1e-6)
+
+
+def test_bands_without_a_wavelength_keep_their_own_tail(measured):
+    curves = {band: c for band, (c, _) in measured.items()}
+    shared = share_tails(curves, {"F150W": 1.501, "F277W": None, "F444W": 4.421})
+    assert shared["F277W"] is curves["F277W"] and shared["F444W"] is not curves["F444W"]
+    assert share_tails({"F444W": curves["F444W"]}, {"F444W": 4.421})["F444W"] is curves["F444W"]
