@@ -322,23 +322,17 @@ def _ring_mean_power(r0: np.ndarray, r1: np.ndarray, index: float) -> np.ndarray
     return 2.0 * (r1 ** p - r0 ** p) / p / (r1 ** 2 - r0 ** 2)
 
 
-def _fit_wing(stack, edges, lo: float, index: float, u_bg: float) -> float:
-    """``K`` of ``S(r) = K r^-index`` from the light in the annuli from ``lo``
-    on (at least the last three): their summed flux over the model's.
-
-    Weighted by area, not by S/N: the rings and spikes modulate the wing by a
-    factor of 2-4 over tens of percent in radius, and an S/N-weighted fit
-    follows the innermost ring in its range (measured: tails 1.3-2.4x the
-    truth at 0.7 x the reach); the light over a wide range averages them out.
-    """
+def _fit_wing(stack, err, edges, lo: float, index: float, u_bg: float) -> float:
+    """``K`` of ``S(r) = K r^-index`` fitted to the (background-subtracted)
+    stack over the annuli from ``lo`` on (at least the last three)."""
     r0, r1 = edges[:-1], edges[1:]
-    use = (r0 >= lo) & (r0 >= 1.0)
+    use = (r0 >= lo) & (r0 >= 1.0) & (err > 0)
     if use.sum() < 3:
         use = np.zeros(len(r0), bool)
         use[-3:] = True
-    area = np.pi * (r1[use] ** 2 - r0[use] ** 2)
-    model = (_ring_mean_power(r0[use], r1[use], index) - u_bg) * area
-    return max(float(np.sum(stack[use] * area) / np.sum(model)), 0.0)
+    m = _ring_mean_power(r0[use], r1[use], index) - u_bg
+    w = 1 / err[use] ** 2
+    return max(float(np.sum(w * m * stack[use]) / np.sum(w * m ** 2)), 0.0)
 
 
 def _reach(stack, err, edges, start: int, snr: float, r_max: float) -> int:
@@ -407,7 +401,8 @@ def curve_from_stack(band: str, scale: float, stack: np.ndarray, err: np.ndarray
     # annulus: the wing model says how much, and it is added back everywhere
     u_bg = _ring_mean_power(edges[-2], edges[-1], index) if s["local_background"] else 0.0
     reach_n = _reach(stack, err, edges, norm_idx, float(s["snr_reach"]), r_max)
-    k = _fit_wing(stack[:reach_n], edges[:reach_n + 1], float(s["wing_from"]) * edges[reach_n], index, u_bg)
+    k = _fit_wing(stack[:reach_n], err[:reach_n], edges[:reach_n + 1],
+                  float(s["wing_from"]) * edges[reach_n], index, u_bg)
     reach = float(edges[reach_n])
     flux = (stack[:reach_n] + k * u_bg) * full[:reach_n]
     # beyond the reach the neighbours' light left after masking outweighs
