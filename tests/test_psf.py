@@ -197,6 +197,13 @@ def test_psf_command_writes_psfs_stars_and_summary(star_field, tmp_path):
         assert entry["flux_correction"] == pytest.approx(1 / entry["ee_fraction"], rel=1e-3)
         ee = entry["encircled_energy"]
         assert len(ee["radius_arcsec"]) == len(ee["ee"]) and ee["reach_arcsec"] >= 1.0
+        with fits.open(out / "psf" / f"{band}.fits") as hdul:
+            assert hdul[0].header["EETAIL"] == pytest.approx(ee["tail_beyond_reach"], abs=1e-5)
+    # the light beyond the reach: one band (the furthest in units of
+    # wavelength) keeps its own, the other takes it from that one
+    sources = {band: summary["bands"][band]["encircled_energy"].get("tail_from") for band in ("F200W", "F444W")}
+    anchor = [band for band, src in sources.items() if src is None]
+    assert len(anchor) == 1 and set(sources.values()) == {None, anchor[0]}
     assert (out / "psf" / "summary.png").stat().st_size > 10_000
     assert len(Table.read(out / "psf" / "stars.fits")) >= 15
 

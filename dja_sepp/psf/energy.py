@@ -20,7 +20,9 @@ neighbours' light left after masking, not the pixel noise, sets it. Over the
 outer part of the measured range the stack is fitted by ``K r^-index`` (the
 azimuthal mean of Airy rings and spikes falls as r^-3); the same model gives
 the star's own light in the background annulus (added back) and the light
-beyond the reach (the tail).
+beyond the reach (the tail). In a run, each band's tail is then replaced by
+the one the band measured furthest in units of wavelength implies
+(:mod:`dja_sepp.psf.wings`).
 """
 from __future__ import annotations
 
