@@ -87,6 +87,7 @@ SPECS: dict[str, Spec] = {
     "psf.reference_band": Spec("str"),
     "psf.stars.min_stars": _i(1),
     "psf.builder.size_arcsec": _n(0, positive=True, nullable=True),
+    "psf.builder.wing_arcsec": _n(0, positive=True, nullable=True),
     "psf.psfex.fwhm_range": Spec("list", items="number"),
     "psf.energy.local_background": Spec("any", choices=(True, False, "median")),
     "psf.energy.background": Spec("list", items="number"),

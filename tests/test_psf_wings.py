@@ -106,3 +106,29 @@ def test_bands_without_a_wavelength_keep_their_own_tail(measured):
     shared = share_tails(curves, {"F150W": 1.501, "F277W": None, "F444W": 4.421})
     assert shared["F277W"] is curves["F277W"] and shared["F444W"] is not curves["F444W"]
     assert share_tails({"F444W": curves["F444W"]}, {"F444W": 4.421})["F444W"] is curves["F444W"]
+
+
+def test_a_built_stamp_is_widened_with_its_measured_wing(measured):
+    """``psf.builder.wing_arcsec``: the 3" stamp is kept inside its box, the
+    band's azimuthal wing (curve of growth, then r^-3) fills a 6" stamp, and
+    the whole holds the curve's share of the light in 6" (the truth's share
+    within 0.003: the neighbours of a bright source then lose its light
+    beyond 1.5" too), with the band's tail right."""
+    from dja_sepp.psf.base import ImagePSF
+    from dja_sepp.psf.builder import _extended
+    from dja_sepp.psf.energy import stamp_fraction
+    img = measured["F444W"][1]
+    curve = measured["F444W"][0].with_tail(_true_tail("F444W", measured), "truth")
+    c = img.shape[0] // 2
+    core = img[c - 37:c + 38, c - 37:c + 38]
+    psf = ImagePSF(core, 0.04, 1, band="F444W", ee_fraction=stamp_fraction(curve, core.shape))
+    psf.n_stars, psf.energy = 7, curve
+    wide = _extended(psf, 6.0)
+    assert wide.data.shape == (151, 151) and wide.n_stars == 7 and wide.energy is curve
+    stamp = wide.stamp()
+    np.testing.assert_allclose(stamp[38:113, 38:113], psf.stamp(), rtol=1e-9)
+    assert stamp.sum() == pytest.approx(stamp_fraction(curve, (151, 151)), rel=1e-9)
+    assert abs(stamp.sum() - img[c - 75:c + 76, c - 75:c + 76].sum()) < 0.003
+    # outside the box: azimuthally smooth, falling outwards
+    assert stamp[75, 120] == pytest.approx(stamp[120, 75], rel=1e-9) and stamp[75, 140] < stamp[75, 120]
+    assert _extended(psf, None) is psf and _extended(psf, 2.0) is psf

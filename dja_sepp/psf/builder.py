@@ -245,7 +245,8 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
         _share_tails(built, {band: field.bands[band].wavelength for band in built})
     out, psfs = {}, {}
     for band in bands:
-        out[band], psfs[band] = _write_band(built[band], store)
+        psf = _extended(built[band], (pcfg.get("builder") or {}).get("wing_arcsec", DEFAULTS["wing_arcsec"]))
+        out[band], psfs[band] = _write_band(psf, store)
     store.write_bytes("psf/summary.json", json.dumps(_summary(psfs, ref, len(stars)), indent=1).encode())
     store.write_bytes("psf/summary.png", _summary_png(psfs, stars))
     stars.write(buf := io.BytesIO(), format="fits")
@@ -286,6 +287,27 @@ def _share_tails(built: dict, wavelengths: Mapping[str, float | None]) -> None:
         if curve is not psf.energy:
             shape = psf.shape if isinstance(psf, _PSFExFile) else psf.data.shape
             psf.energy, psf.ee_fraction = curve, min(stamp_fraction(curve, shape), 1.0)
+
+
+def _extended(psf, wing_arcsec: float | None):
+    """A built stamp widened to ``wing_arcsec`` with the azimuthal wing of
+    its band's curve of growth (measured annuli, then the wing model), so
+    that a bright source's model reaches its neighbours' windows with the
+    light the stars' stack could not map: with 3" stamps the long-wave
+    fluxes of galaxies near bright neighbours came out ~1 % bright. The fit
+    kernel stays ``fit.fit_psf_radius``; subtraction and mosaics use the
+    whole stamp. PSFEx models and PSFs without a curve stay as they are."""
+    curve = getattr(psf, "energy", None)
+    if isinstance(psf, _PSFExFile) or curve is None or not wing_arcsec:
+        return psf
+    n = int(round(float(wing_arcsec) / psf.pixel_scale)) | 1
+    if n <= psf.data.shape[0]:
+        return psf
+    yy, xx = np.indices((n, n))
+    wide = curve.surface_at(np.hypot(xx - n // 2, yy - n // 2))
+    out = _with_wings(psf, wide, curve)
+    out.n_stars, out.energy = psf.n_stars, curve
+    return out
 
 
 def _write_band(psf, store):

@@ -89,6 +89,16 @@ class EnergyCurve:
             return float(np.interp(r_pix, np.r_[0.0, self.radius], np.r_[0.0, self.ee]))
         return 1.0 - self.tail * (r_max / r_pix) ** (self.wing_index - 2)
 
+    def surface_at(self, r_pix: np.ndarray) -> np.ndarray:
+        """Azimuthal mean surface brightness (per unit total flux and band
+        pixel) at ``r_pix``: the measured annuli within the reach, the wing
+        model beyond."""
+        r_pix = np.asarray(r_pix, float)
+        mid = 0.5 * (np.r_[0.0, self.radius[:-1]] + self.radius)
+        inside = np.interp(r_pix, mid, self.surface)
+        beyond = self.wing_amplitude * np.maximum(r_pix, 1e-9) ** -self.wing_index
+        return np.where(r_pix <= self.reach, inside, beyond)
+
     def with_tail(self, tail: float, source: str) -> "EnergyCurve":
         """The same measured light within the reach, normalised to a total
         whose share beyond the reach is ``tail`` (taken from ``source``)."""
