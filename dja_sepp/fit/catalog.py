@@ -14,9 +14,10 @@ import astropy.units as u
 from astropy.table import Table
 
 from ..models.definition import ModelDefinition
+from ..settings import default_config
 from .base import BandCutout
 from .flags import FitFlag
-from .render import BandGrid, render_point, render_profile
+from .render import BandGrid, psf_reach, render_point, render_profile
 
 __all__ = ["empty_results", "fill_row", "fill_point_row", "finalize", "render_catalog",
            "PARAM_COLUMNS", "POINT"]
@@ -322,16 +323,29 @@ def _nan_for_masked(catalog: Table) -> Table:
     return out
 
 
+FIT_DEFAULTS = default_config()["fit"]
+
+
+def _median_noise(wht: np.ndarray) -> float:
+    """Median pixel sigma where there is data (0 without any)."""
+    good = wht > 0
+    return float(np.median(1.0 / np.sqrt(wht[good]))) if good.any() else 0.0
+
+
 def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
-                   psf_radius: int = 150) -> np.ndarray:
+                   psf_radius: int | None = None, below: float | None = None) -> np.ndarray:
     """PSF-convolved models of all ``catalog`` rows on ``grid`` (float32).
 
     Each source is drawn on its own window (10 r_e or the PSF reach, 25..250 px) around its
-    world position, through the band WCS's local affine map, and added in.
+    world position, through the band WCS's local affine map, and added in. The PSF reach
+    of a source is where its PSF light falls below ``below`` x the median pixel noise of
+    ``grid`` (as in the fits' subtraction), at most ``psf_radius`` and the PSF stamp
+    (defaults: ``fit.psf_radius``, ``fit.subtract_below``).
     """
     image = np.zeros(grid.shape, dtype=np.float64)
     psf = grid.psf.stamp(oversampling=1)
-    pad = int(min(psf_radius, psf.shape[0] // 2))
+    pad = int(min(FIT_DEFAULTS["psf_radius"] if psf_radius is None else psf_radius, psf.shape[0] // 2))
+    level = (FIT_DEFAULTS["subtract_below"] if below is None else below) * _median_noise(grid.wht)
     ny, nx = grid.shape
     for row in _nan_for_masked(catalog):
         ra, dec = float(row["RA_MODEL"]), float(row["DEC_MODEL"])
@@ -345,9 +359,11 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
             continue
         p0, a = _sky_affine(grid.wcs, ra, dec)
         re_pix = max(c[1] for c in comps) / grid.pixel_scale
-        # the PSF wings (spikes) reach pad pixels whatever the size: a smaller
-        # stamp leaves square-cut stars in the mosaics
-        half = int(np.clip(max(10 * re_pix, pad), 25, 250))
+        # the PSF wings (spikes) reach as far as their light shows whatever the
+        # size: a smaller stamp leaves square-cut stars in the mosaics
+        flux = sum(abs(c[5]) for c in comps)
+        reach = min(psf_reach(psf, level / flux), pad) if level > 0 else pad
+        half = int(np.clip(max(10 * re_pix, reach), 25, 250))
         xc, yc = int(round(p0[0])), int(round(p0[1]))
         x_lo, y_lo = xc - half, yc - half
         if x_lo >= nx or y_lo >= ny or xc + half < 0 or yc + half < 0:
@@ -355,7 +371,7 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
         here = psf
         if grid.psf.variable:   # evaluated at the source (mosaic position: cutout origin + p0)
             here = grid.psf.stamp(x=grid.origin[1] + p0[0], y=grid.origin[0] + p0[1], oversampling=1)
-        bg = BandGrid((2 * half + 1, 2 * half + 1), a, p0 - np.array([x_lo, y_lo]), here, pad)
+        bg = BandGrid((2 * half + 1, 2 * half + 1), a, p0 - np.array([x_lo, y_lo]), here, min(pad, half))
         stamp = np.zeros(bg.shape)
         for profile, re, q, pa, n, flux in comps:
             phi = np.arctan2(np.cos(np.radians(pa)), -np.sin(np.radians(pa)))

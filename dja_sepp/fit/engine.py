@@ -31,7 +31,7 @@ from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
-from .render import BandGrid
+from .render import BandGrid, psf_reach
 from .solver import BandData, fit_group, render_group
 from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
 
@@ -465,13 +465,7 @@ def _model_reach(bd: BandData, flux: float, psf_radius: int, below: float) -> in
     if not np.isfinite(flux) or flux <= 0 or not good.any():
         return min(half, psf_radius)
     sigma = float(np.median(1.0 / np.sqrt(bd.weight[good])))
-    psf = bd.grid.psf
-    yy, xx = np.indices(psf.shape)
-    r = np.hypot(yy - psf.shape[0] // 2, xx - psf.shape[1] // 2).ravel()
-    order = np.argsort(-r)
-    envelope = np.maximum.accumulate(np.abs(psf.ravel()[order]))  # max beyond each radius
-    loud = r[order][envelope * flux >= below * sigma]
-    reach = int(np.ceil(loud.max())) if loud.size else 0
+    reach = psf_reach(bd.grid.psf, below * sigma / flux)
     return int(min(max(reach, half), psf_radius))
 
 

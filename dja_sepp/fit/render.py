@@ -25,7 +25,7 @@ from .core import core_matrix, core_plan, core_spectrum
 from .kernels import sersic_box
 from .profiles import N_GEOMETRY, _norm_terms
 
-__all__ = ["BandGrid", "psf_kernel", "render_profile", "render_point", "supersample",
+__all__ = ["BandGrid", "psf_kernel", "psf_reach", "render_profile", "render_point", "supersample",
            "profile_spectrum", "convolve_spectrum", "spectrum_key"]
 
 
@@ -104,6 +104,17 @@ def psf_kernel(psf: np.ndarray, fft_shape: tuple[int, int], half: int,
         fx = sfft.rfftfreq(fft_shape[1])[None, :]
         k = k / (np.sinc(fy) * np.sinc(fx))
     return k
+
+
+def psf_reach(psf: np.ndarray, level: float) -> int:
+    """How far from the stamp's centre (px) the PSF still reaches ``level``
+    somewhere (spikes and rings included): the radius of its outermost pixel
+    at or above it, 0 when none is."""
+    loud = np.abs(psf) >= level
+    if not loud.any():
+        return 0
+    yy, xx = np.nonzero(loud)
+    return int(np.ceil(np.hypot(yy - psf.shape[0] // 2, xx - psf.shape[1] // 2).max()))
 
 
 def _offsets(os: int) -> np.ndarray:
