@@ -225,3 +225,19 @@ def test_bands_on_one_grid_share_a_profile_spectrum():
         np.testing.assert_allclose(der, own_der, atol=1e-6 * np.abs(own_der).max())
     # and the two PSFs do give different images (the test can fail)
     assert np.abs(convolve_spectrum(ga, spec)[0] - convolve_spectrum(gb, spec)[0]).max() > 0.01 * img.max()
+
+
+def test_psf_reach_is_the_outermost_pixel_at_the_level():
+    """Subtraction and mosaics draw a model as far as its PSF light reaches a
+    level: a spike pixel far out counts, whatever lies inside it."""
+    from dja_sepp.fit.render import psf_reach
+    psf = np.zeros((101, 101))
+    psf[50, 50] = 1.0
+    psf[50, 50 + 30] = 1e-3     # a spike pixel 30 px out
+    psf[50 + 10, 50] = 1e-4
+    assert psf_reach(psf, 1e-3) == 30
+    assert psf_reach(psf, 1e-4) == 30
+    assert psf_reach(psf, 2e-3) == 0
+    assert psf_reach(psf, 2.0) == 0
+    psf[0, 0] = -1e-2           # negative wings (noise) count by their size
+    assert psf_reach(psf, 1e-2) == int(np.ceil(np.hypot(50, 50)))
