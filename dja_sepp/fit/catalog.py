@@ -323,13 +323,7 @@ def _nan_for_masked(catalog: Table) -> Table:
     return out
 
 
-FIT_DEFAULTS = default_config()["fit"]
-
-
-def _median_noise(wht: np.ndarray) -> float:
-    """Median pixel sigma where there is data (0 without any)."""
-    good = wht > 0
-    return float(np.median(1.0 / np.sqrt(wht[good]))) if good.any() else 0.0
+_FIT_DEFAULTS = default_config()["fit"]
 
 
 def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
@@ -338,14 +332,16 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
 
     Each source is drawn on its own window (10 r_e or the PSF reach, 25..250 px) around its
     world position, through the band WCS's local affine map, and added in. The PSF reach
-    of a source is where its PSF light falls below ``below`` x the median pixel noise of
-    ``grid`` (as in the fits' subtraction), at most ``psf_radius`` and the PSF stamp
-    (defaults: ``fit.psf_radius``, ``fit.subtract_below``).
+    of a source is where its PSF light falls below ``below`` x its flux error in the band
+    (a property of the row, so every chunk draws a source alike), at most ``psf_radius``
+    and the PSF stamp (defaults: ``fit.psf_radius``, ``fit.subtract_below``); rows without
+    a flux error reach that limit.
     """
     image = np.zeros(grid.shape, dtype=np.float64)
     psf = grid.psf.stamp(oversampling=1)
-    pad = int(min(FIT_DEFAULTS["psf_radius"] if psf_radius is None else psf_radius, psf.shape[0] // 2))
-    level = (FIT_DEFAULTS["subtract_below"] if below is None else below) * _median_noise(grid.wht)
+    pad = int(min(_FIT_DEFAULTS["psf_radius"] if psf_radius is None else psf_radius, psf.shape[0] // 2))
+    below = _FIT_DEFAULTS["subtract_below"] if below is None else below
+    err_col = f"FLUX_MODEL_{grid.band}_err"
     ny, nx = grid.shape
     for row in _nan_for_masked(catalog):
         ra, dec = float(row["RA_MODEL"]), float(row["DEC_MODEL"])
@@ -362,7 +358,8 @@ def render_catalog(catalog: Table, grid: BandCutout, mdef: ModelDefinition,
         # the PSF wings (spikes) reach as far as their light shows whatever the
         # size: a smaller stamp leaves square-cut stars in the mosaics
         flux = sum(abs(c[5]) for c in comps)
-        reach = min(psf_reach(psf, level / flux), pad) if level > 0 else pad
+        err = float(row[err_col]) if err_col in row.colnames else np.nan
+        reach = min(psf_reach(psf, below * err / flux), pad) if np.isfinite(err) and err > 0 else pad
         half = int(np.clip(max(10 * re_pix, reach), 25, 250))
         xc, yc = int(round(p0[0])), int(round(p0[1]))
         x_lo, y_lo = xc - half, yc - half
