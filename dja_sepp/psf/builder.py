@@ -9,7 +9,9 @@ decimated, not binned). The stamp holds only part of a star's light (its
 wings reach arcseconds): the encircled energy measured to large radius on the
 same stars (:mod:`dja_sepp.psf.energy`) gives the fraction inside the stamp,
 written as ``EEFRAC`` next to the unit-sum image and its ``PIXSCALE``/
-``OVERSAMP``, so models made with it have total fluxes. ``psf/summary.json``
+``OVERSAMP``, so models made with it have total fluxes; the light beyond
+the stars' reach is shared between bands in units of wavelength and the
+written stamp is widened with the measured azimuthal wing. ``psf/summary.json``
 and ``psf/summary.png`` record EE(r) and that correction per band.
 """
 from __future__ import annotations
@@ -230,6 +232,10 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     With a distributed ``client``, star detection runs as one Dask task per
     tile and each band's PSF as one task, on the cluster's workers (the
     driver only selects the stars and writes the files); without one, here.
+    Once every band is built, each band's light beyond its stars' reach is
+    taken from the band measured furthest in units of wavelength
+    (``psf.energy.shared_tail``, :mod:`dja_sepp.psf.wings`) and built stamps
+    are widened with their measured wing (``psf.builder.wing_arcsec``).
 
     Returns band -> URL of the PSF file.
     """
