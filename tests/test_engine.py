@@ -324,3 +324,27 @@ def test_a_model_is_subtracted_as_far_as_its_light_matters(flux, expect):
     else:
         assert reach == 107  # the stamp's corner: beyond it the PSF has no light
         assert _model_reach(bd, flux, 60, 1e-3) == 60
+
+
+def test_a_rendered_source_reaches_as_far_as_its_light_shows(cfg):
+    """Mosaics draw a source out to where its PSF light falls below
+    ``fit.subtract_below`` x its flux error: a row with a large flux error
+    stays on its small window, the same row with a tiny one reaches the
+    stamp's wings (a row property: every chunk draws it alike)."""
+    rng = np.random.default_rng(5)
+    truth = galaxy_grid(rng, 1, 1, 64, BANDS, flux_range=(300.0, 400.0))
+    scene = make_scene(truth, (64, 256), {b: 1 for b in BANDS}, sigma=0.02, seed=6)
+    fits, found = _fit(scene, cfg)
+    assert found.all()
+    grid = scene.bands[0]
+    col = f"FLUX_MODEL_{grid.band}_err"
+
+    def columns_drawn(err):
+        row = fits[:1].copy()
+        row[col] = err
+        img = get_engine("builtin").render(row, grid, "sersic_rg4")
+        return int(np.count_nonzero(np.any(img != 0, axis=0)))
+
+    near, far = columns_drawn(1e3), columns_drawn(1e-6)
+    assert near + 40 < far   # 10 r_e (the galaxy) against the PSF stamp's reach
+    assert columns_drawn(np.nan) == far   # no flux error: as far as the stamp and fit.psf_radius
