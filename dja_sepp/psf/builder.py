@@ -356,11 +356,8 @@ class _PSFExFile:
 
     def write(self, store):
         """Write ``psf/{band}.psf`` (``EEFRAC`` updated): (URL, PSFExPSF)."""
-        from .psfex import PSFExPSF
-        with fits.open(io.BytesIO(self.content)) as hdul:
-            hdul["PSF_DATA"].header["EEFRAC"] = (self.ee_fraction, "fraction of total light in the stamp")
-            hdul.writeto(buf := io.BytesIO())
-        url = store.write_bytes(f"psf/{self.band}.psf", buf.getvalue())
+        from .psfex import PSFExPSF, with_ee_fraction
+        url = store.write_bytes(f"psf/{self.band}.psf", with_ee_fraction(self.content, self.ee_fraction))
         psf = PSFExPSF(url, band=self.band, pixel_scale=self.pixel_scale,
                        storage_options=store.storage_options)
         psf.data, psf.energy = psf.stamp() / psf.ee_fraction, self.energy   # unit-sum shape for the figure

@@ -27,7 +27,7 @@ from ..io.cache import is_remote, local_fits
 from ..settings import default_config
 from .base import PSF
 
-__all__ = ["PSFExPSF", "psfex_available", "run_psfex", "set_ee_fraction", "DEFAULTS"]
+__all__ = ["PSFExPSF", "psfex_available", "run_psfex", "with_ee_fraction", "DEFAULTS"]
 
 DEFAULTS: dict[str, Any] = default_config()["psf"]["psfex"]
 STAR_MIN: int = int(default_config()["psf"]["stars"]["min_stars"])
@@ -91,10 +91,14 @@ def reweight_basis(path: str | Path, factor: np.ndarray) -> None:
             data["PSF_MASK"].dtype)
 
 
-def set_ee_fraction(path: str | Path, fraction: float) -> None:
-    """Record in a ``.psf`` file the share of the total light its stamp holds."""
-    with fits.open(path, mode="update") as hdul:
+def with_ee_fraction(content: bytes, fraction: float) -> bytes:
+    """A ``.psf`` file's bytes with the share of the total light its stamp
+    holds recorded (``EEFRAC``)."""
+    import io
+    with fits.open(io.BytesIO(content)) as hdul:
         hdul["PSF_DATA"].header["EEFRAC"] = (float(fraction), "fraction of total light in the stamp")
+        hdul.writeto(buf := io.BytesIO())
+    return buf.getvalue()
 
 
 def _write_configs(work: Path, size: int) -> None:
