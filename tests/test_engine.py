@@ -348,3 +348,33 @@ def test_a_rendered_source_reaches_as_far_as_its_light_shows(cfg):
     near, far = columns_drawn(1e3), columns_drawn(1e-6)
     assert near + 40 < far   # 10 r_e (the galaxy) against the PSF stamp's reach
     assert columns_drawn(np.nan) == far   # no flux error: as far as the stamp and fit.psf_radius
+
+
+def test_a_refit_keeps_the_first_pass_choice_of_point_or_galaxy(cfg, monkeypatch):
+    """The first pass fits a single source both as a galaxy and as a point
+    and keeps the better; the second pass refits only the model it kept (the
+    other trial cost 30 % of a crowded tile's fit time and never changed a
+    choice there)."""
+    from astropy.table import Table
+
+    import dja_sepp.fit.engine as engine_module
+    truth = Table({"KIND": ["sersic", "star"], "X_DET": [30.3, 40.2], "Y_DET": [40.0, 110.0],
+                   "N": [1.5, np.nan], "RE": [0.3, np.nan], "Q": [0.6, 1.0], "ANGLE": [20.0, 0.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [3000.0, 300.0]
+    scene = make_scene(truth, (150, 80), {b: 1 for b in BANDS}, sigma=0.02, seed=21)
+    sources, nearest, found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    assert found.all() and len(sources) == 2
+    real_fit, calls = engine_module.fit_group, []
+
+    def recording(model, starts, *args, **kw):
+        calls.append((model.name, round(float(starts[0, 0]), 6)))
+        return real_fit(model, starts, *args, **kw)
+
+    monkeypatch.setattr(engine_module, "fit_group", recording)
+    c = {**cfg["fit"], "passes": 2, "max_group_size": 1, "refit_min_change": 0.0}
+    out = get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
+    kept = [str(m).strip() for m in np.asarray(out["MODEL"])[nearest]]
+    assert kept == ["sersic_rg4", "point"]
+    assert sorted(name for name, _ in calls[:4]) == ["point", "point", "sersic_rg4", "sersic_rg4"]
+    assert sorted(name for name, _ in calls[4:]) == ["point", "sersic_rg4"]   # one refit each

@@ -252,14 +252,18 @@ class _TileState:
 
         A refit starts from the group's previous solution with the same model
         and members (warm start): the neighbours' models moved its pixels a
-        little, so the optimum moved a little too."""
+        little, so the optimum moved a little too. It also keeps that model:
+        a source the first pass called a point is refitted as a point only, a
+        galaxy as a galaxy only (the point-or-galaxy choice is made once)."""
         s, det, opts, out = self.sources, self.det, self.opts, self.out
         contexts = [detection_context(s[r], det.pixel_scale) for r in rows]
         names = [d.name for d in data]
         prev_model, prev_rows, prev_theta = self.solutions.get(gi, (None, None, None))
         warm = prev_theta if prev_rows is not None and np.array_equal(prev_rows, rows) else None
         fit, mdef = None, self.mdef
-        if self._psf_star(rows):  # a star of the PSF step: a point source by construction
+        chosen = prev_model if warm is not None else None
+        # a star of the PSF step is a point source by construction
+        if self._psf_star(rows) or (chosen is not None and chosen is self.point):
             fit, mdef = self._solve(self.point, rows, contexts, data, win, quiet=True,
                                     warm=warm if prev_model is self.point else None), self.point
         if fit is None:
@@ -267,7 +271,7 @@ class _TileState:
                                     warm=warm if prev_model is self.mdef else None), self.mdef
         if fit is None:
             return {}
-        if mdef is not self.point and self._try_point(rows):
+        if mdef is not self.point and chosen is None and self._try_point(rows):
             pfit = self._solve(self.point, rows, contexts, data, win, quiet=True,
                                warm=warm if prev_model is self.point else None)
             extra = len(mdef.parameter_names) - 2 + len(data) * (len(mdef.components) - 1)
