@@ -107,6 +107,7 @@ def test_dirty_catalog_exact_numbers(truth, dirty):
         assert bs.n_hi == n and bs.dmag_median_hi == pytest.approx(-2.5 * np.log10(1.1))
         assert bs.dmag_scatter_hi == pytest.approx(0.0, abs=1e-12)
         assert bs.n_mid == 0 and np.isnan(bs.dmag_median_mid)
+        assert bs.n_hi_stars == 4 and bs.n_hi_galaxies == n - 4
     sersic = truth["KIND"] == "sersic"
     assert s.n_shape == sersic.sum()
     assert s.re_bias == pytest.approx(0.2) and s.n_bias == pytest.approx(0.5)
@@ -204,3 +205,20 @@ def test_a_truth_hidden_behind_a_brighter_one_is_not_counted_missing(truth):
     apart.add_row({**{c: apart[c][20] for c in apart.colnames}, "RA": ra, "DEC": dec, "ID": 99})
     s = score_catalog(perfect_catalog(truth), apart)
     assert s.n_hidden == 0 and s.completeness == pytest.approx(34 / 35)
+
+
+def test_bright_stars_and_galaxies_are_scored_apart(truth):
+    """A star-rich field's bright-bin median is the stars': galaxies get
+    their own (the total-flux target is about galaxies)."""
+    cat = perfect_catalog(truth, scale=1.0)
+    star = np.asarray(truth["KIND"]) == "star"
+    for b in BANDS:
+        cat[f"FLUX_MODEL_{b}"][~star] *= 1.02      # galaxies 2 % bright
+        cat[f"FLUX_MODEL_{b}"][star] *= 0.99       # stars 1 % faint
+    s = score_catalog(cat, truth)
+    for b in BANDS:
+        bs = s.bands[b]
+        assert bs.dmag_median_hi_galaxies == pytest.approx(-2.5 * np.log10(1.02))
+        assert bs.dmag_median_hi_stars == pytest.approx(-2.5 * np.log10(0.99))
+        assert bs.n_hi_galaxies + bs.n_hi_stars == bs.n_hi == 40
+    assert "gal" in format_score(s)

@@ -40,6 +40,10 @@ class BandScore:
     n_hi: int = 0                       #: matched rows with S/N > 50
     dmag_median_hi: float = np.nan
     dmag_scatter_hi: float = np.nan
+    n_hi_galaxies: int = 0              #: ... of them true galaxies (a star-rich field's median is the stars')
+    dmag_median_hi_galaxies: float = np.nan
+    n_hi_stars: int = 0                 #: ... and true stars
+    dmag_median_hi_stars: float = np.nan
     n_mid: int = 0                      #: matched rows with 20 < S/N <= 50
     dmag_median_mid: float = np.nan
     dmag_scatter_mid: float = np.nan
@@ -183,13 +187,16 @@ def _pulls(meas, err, true):
         return (meas - true) / err, np.where(err > 0, meas / err, np.nan)
 
 
-def _band_score(band: str, meas, err, true) -> BandScore:
+def _band_score(band: str, meas, err, true, star) -> BandScore:
+    """``star``: the matched truths that are stars (split out of the bright bin)."""
     pull, snr = _pulls(meas, err, true)
     with np.errstate(invalid="ignore", divide="ignore"):
         dmag = -2.5 * np.log10(meas / true)
     dmag = np.where((meas > 0) & (true > 0), dmag, np.nan)
     hi, mid, pl = snr > 50, (snr > 20) & (snr <= 50), (snr > 10) & (snr <= 50)
     return BandScore(band, int(hi.sum()), _median(dmag[hi]), robust_scatter(dmag[hi]),
+                     int((hi & ~star).sum()), _median(dmag[hi & ~star]),
+                     int((hi & star).sum()), _median(dmag[hi & star]),
                      int(mid.sum()), _median(dmag[mid]), robust_scatter(dmag[mid]),
                      int(pl.sum()), _median(pull[pl]), robust_scatter(pull[pl]))
 
@@ -334,9 +341,10 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
     found = np.zeros(len(tru), bool)
     found[trues] = True
     fragments = _fragments(ra, dec, snr_ref, rows, tru, star_radius, fragment_snr)
+    star = np.asarray(tru["KIND"]).astype(str)[trues] == "star"
     band_scores = {b: _band_score(b, _column(cat, f"FLUX_MODEL_{b}")[rows],
                                   _column(cat, f"FLUX_MODEL_{b}_err")[rows],
-                                  _column(tru, f"FLUX_{b}")[trues]) for b in bands}
+                                  _column(tru, f"FLUX_{b}")[trues], star) for b in bands}
     pooled = np.concatenate([p[(s > 10) & (s <= 50)] for p, s in (
         _pulls(_column(cat, f"FLUX_MODEL_{b}")[rows], _column(cat, f"FLUX_MODEL_{b}_err")[rows],
                _column(tru, f"FLUX_{b}")[trues]) for b in bands)] or [np.zeros(0)])
@@ -367,12 +375,14 @@ def format_score(score: Score) -> str:
         f"completeness (mag<{s.mag_limit:g}, {s.n_complete_eligible}) {s.completeness:.3f}  "
         f"spike fragments {s.spike_fragments}  (hidden behind a brighter one: {s.n_hidden})",
         f"{'band':>6} {'n>50':>5} {'dmag':>7} {'scat':>6} {'n20-50':>6} {'dmag':>7} {'scat':>6} "
-        f"{'n10-50':>6} {'pull':>6} {'pscat':>6}",
+        f"{'n10-50':>6} {'pull':>6} {'pscat':>6}   S/N>50: {'gal':>4} {'dmag':>7} {'star':>4} {'dmag':>7}",
     ]
     for b, bs in s.bands.items():
         lines.append(f"{b:>6} {bs.n_hi:5d} {bs.dmag_median_hi:7.3f} {bs.dmag_scatter_hi:6.3f} "
                      f"{bs.n_mid:6d} {bs.dmag_median_mid:7.3f} {bs.dmag_scatter_mid:6.3f} "
-                     f"{bs.n_pull:6d} {bs.pull_median:6.2f} {bs.pull_scatter:6.2f}")
+                     f"{bs.n_pull:6d} {bs.pull_median:6.2f} {bs.pull_scatter:6.2f}   "
+                     f"{'':7} {bs.n_hi_galaxies:4d} {bs.dmag_median_hi_galaxies:7.3f} "
+                     f"{bs.n_hi_stars:4d} {bs.dmag_median_hi_stars:7.3f}")
     lines.append(f"{'all':>6} {'':5} {'':7} {'':6} {'':6} {'':7} {'':6} {s.n_pull:6d} {'':6} "
                  f"{s.pull_scatter:6.2f}")
     lines.append(f"Sersic truths S/N>50 ({s.n_shape}): r_e bias {s.re_bias:+.3f}  "
