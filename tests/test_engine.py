@@ -378,3 +378,44 @@ def test_a_refit_keeps_the_first_pass_choice_of_point_or_galaxy(cfg, monkeypatch
     assert kept == ["sersic_rg4", "point"]
     assert sorted(name for name, _ in calls[:4]) == ["point", "point", "sersic_rg4", "sersic_rg4"]
     assert sorted(name for name, _ in calls[4:]) == ["point", "sersic_rg4"]   # one refit each
+
+
+def test_the_final_evaluation_reuses_a_kept_one_exactly(cfg):
+    """The solver keeps its last two evaluations: the final call (flux
+    covariances, models) at one of them must equal a fresh computation, and
+    one evicted is computed again, not taken from a stale entry."""
+    from dja_sepp.fit.render import BandGrid
+    from dja_sepp.fit.solver import BandData, _Problem
+    from dja_sepp.models.definition import detection_context, load_model
+    rng = np.random.default_rng(3)
+    truth = galaxy_grid(rng, 1, 1, 64, BANDS, flux_range=(300.0, 300.0))
+    scene = make_scene(truth, (64, 64), {b: 1 for b in BANDS}, sigma=0.02, seed=4)
+    sources, nearest, _ = detect_and_match(scene, cfg["detection"])
+    mdef = load_model("sersic_rg4")
+    ctx = detection_context(sources[nearest[0]], 0.04)
+    start, ranges = mdef.initial(ctx)
+    bands = []
+    for b in scene.bands:
+        psf = b.psf.stamp()
+        grid = BandGrid((64, 64), np.eye(2), np.zeros(2), psf, pad=15)
+        bands.append(BandData(b.band, grid, np.asarray(b.sci, float), np.asarray(b.wht, float)))
+
+    def problem():
+        return _Problem(mdef, start[None, :], [ranges], [ctx], bands)
+    kept = problem()
+    z1 = kept.z0.copy()
+    z2, z3 = z1 + 0.05, z1 - 0.05
+    for z in (z1, z2):
+        kept.evaluate(z)
+    for z, seen_before in ((z1, (z2,)), (z2, (z3, z1))):
+        for other in seen_before:
+            kept.evaluate(other)        # z1 is kept; after z3 and z1, z2 was evicted
+        got = kept.evaluate(z, final=True)
+        fresh = problem().evaluate(z, final=True)
+        np.testing.assert_array_equal(got[0], fresh[0])
+        np.testing.assert_array_equal(got[1], fresh[1])
+        for name in got[4]:
+            np.testing.assert_allclose(got[4][name][0], fresh[4][name][0], rtol=1e-12)
+            np.testing.assert_allclose(got[4][name][1], fresh[4][name][1], rtol=1e-12, atol=1e-300)
+            np.testing.assert_array_equal(got[5][name], fresh[5][name])
+        assert set(got[5]) == {b.band for b in scene.bands}

@@ -72,7 +72,7 @@ class _Problem:
         self.z0 = np.array([[r.to_unbounded(v) for v, r in zip(row, rr)]
                             for row, rr in zip(starts, ranges)]).ravel()
         self.priors = self._prior_terms(contexts)
-        self._cache_key = None
+        self._cache: dict = {}   # the last two evaluations (z bytes -> results)
 
     def _prior_terms(self, contexts):
         terms = []
@@ -152,11 +152,30 @@ class _Problem:
         return k, _transform_table(bp.transform), mu, sig
 
     def evaluate(self, z: np.ndarray, final: bool = False):
+        """Residuals, Jacobian, pixel residuals, fluxes, flux covariances and
+        models (both empty unless ``final``), ``theta`` and its slope in ``z``.
+
+        The last two evaluations are kept: MINPACK asks for the Jacobian where
+        it has just evaluated the residuals, and the final call (covariances,
+        models) comes where it stopped, one of the two points it evaluated last."""
         key = z.tobytes()
-        if key == self._cache_key and not final:
-            return self._cache
+        if key not in self._cache:
+            self._cache = {k: v for k, v in list(self._cache.items())[-1:]}
+            self._cache[key] = self._compute(z)
+        out, pieces = self._cache[key]
+        if not final:
+            return out
+        covs, models = {}, {}
+        dth = out[-1]
+        for name, (a, a_full, f, cols, tmpl, shape) in pieces.items():
+            covs[name] = (_flux_cov(a_full, f, self.c > 1),
+                          _flux_sensitivity(a, f, cols, dth.ravel(), self.c > 1))
+            models[name] = (tmpl.T @ f).reshape(shape)
+        return out[:4] + (covs, models) + out[6:]
+
+    def _compute(self, z: np.ndarray):
         th, dth = self.theta(z)
-        res, jac, fluxes, covs, models, res_prior = [], [], {}, {}, {}, []
+        res, jac, fluxes, res_prior, pieces = [], [], {}, [], {}
         spectra: dict = {}
         for band in self.bands:
             tmpl, dtmpl = self.templates(band, th, spectra=spectra)
@@ -165,13 +184,9 @@ class _Problem:
             q, _ = np.linalg.qr(a[:, f != 0] if self.c > 1 else a)
             fm = f.reshape(self.m, self.c)
             cols = np.einsum("mcpn,mc->mpn", dtmpl, fm).reshape(self.m * self.p, -1) * band.sw[None, :]
-            if final:  # only needed once, at the optimum
-                covs[band.name] = (_flux_cov(a_full, f, self.c > 1),
-                                   _flux_sensitivity(a, f, cols, dth.ravel(), self.c > 1))
-                models[band.name] = (tmpl.T @ f).reshape(band.data.shape)
-            cols = cols - (cols @ q) @ q.T  # project out the flux directions (Kaufman)
+            pieces[band.name] = (a, a_full, f, cols, tmpl, band.data.shape)  # for the final call
             res.append(r)
-            jac.append(cols.T)
+            jac.append((cols - (cols @ q) @ q.T).T)  # project out the flux directions (Kaufman)
             if r_prior.size:  # the B/T prior's residuals; they move with the shape only through
                 res_prior.append(r_prior)  # the fluxes, to first order not at all (Kaufman)
             fluxes[band.name] = fm
@@ -180,10 +195,9 @@ class _Problem:
         r_pri, j_pri = self._priors(z, th)
         r_band = np.concatenate(res_prior) if res_prior else np.zeros(0)
         out = (np.concatenate([r_pix, r_pri, r_band]),
-               np.vstack([j_pix, j_pri, np.zeros((r_band.size, j_pix.shape[1]))]), r_pix, fluxes, covs,
-               models, th, dth)
-        self._cache_key, self._cache = key, out
-        return out
+               np.vstack([j_pix, j_pri, np.zeros((r_band.size, j_pix.shape[1]))]), r_pix, fluxes, {},
+               {}, th, dth)
+        return out, pieces
 
     def _priors(self, z: np.ndarray, th: np.ndarray):
         if not self.priors:
