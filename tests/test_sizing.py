@@ -55,6 +55,22 @@ def test_features_count_the_sources_each_core_owns_and_its_usable_bands():
     assert big["r00c01"]["n_sources"] == 9 + 30
 
 
+def test_a_tile_also_counts_the_bright_sources_of_its_halo_it_fits():
+    """A tile fits the halo's sources at least ``fit.overlap_min_snr`` too
+    (their rows come from the neighbour): they are its cost, not their rows."""
+    cen = _census(np.array([[0, 0]]))
+    # core 64 px, halo 10 px: one bright and one faint source just right of the
+    # r00c00 / r00c01 edge (in r00c01's core, r00c00's halo), one bright far inside r00c01
+    cen.x, cen.y = np.array([66.0, 67.0, 110.0]), np.array([30.0, 31.0, 30.0])
+    cen.snr = np.array([80.0, 20.0, 90.0])
+    feats = {f["tile"]: f for f in tile_features(cen, 64 * 0.04, 0.4, 64, halo_min_snr=50.0)}
+    assert feats["r00c00"]["n_sources"] == 0 and feats["r00c00"]["n_fitted"] == 1
+    assert feats["r00c00"]["fitted_bands"] == 2
+    assert feats["r00c01"]["n_sources"] == feats["r00c01"]["n_fitted"] == 3
+    plain = {f["tile"]: f for f in tile_features(cen, 64 * 0.04, 0.4, 64)}
+    assert plain["r00c00"]["n_fitted"] == 0
+
+
 def test_sample_spans_the_density_range_not_the_first_tiles():
     counts = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 20, 40, 80, 160]])
     feats = tile_features(_census(counts), 64 * 0.04, 0.4, 64)
@@ -76,7 +92,7 @@ def _rows(n, a=0.25, b=3.0, c=2.0, noise=0.05, seed=1, machine="local", workers=
         sb, mp = rng.uniform(20, 600), rng.uniform(1, 6)
         core = (a * sb + b * mp + c) * (1 + noise * rng.normal())
         rows.append({"machine": machine, "workers": workers, "threads": 1, "tile": f"t{i}", "state": "ok",
-                     "source_bands": sb, "mpix": mp, "core_s": core, "wall_s": factor * core,
+                     "fitted_bands": sb, "mpix": mp, "core_s": core, "wall_s": factor * core,
                      "rss_base_mb": 250.0, "rss_before_mb": 250.0, "rss_after_mb": 280.0,
                      "peak_rss_mb": 250.0 + 40.0 * mp,
                      "warmup_s": 3.0})
@@ -86,13 +102,13 @@ def _rows(n, a=0.25, b=3.0, c=2.0, noise=0.05, seed=1, machine="local", workers=
 def test_cost_model_recovers_synthetic_coefficients_with_honest_errors():
     model = CostModel.fit(_rows(40))
     t = model.to_dict()["time"]
-    assert t["terms"] == ["source_bands", "mpix", "const"] and t["dof"] == 37
-    for term, true in (("source_bands", 0.25), ("mpix", 3.0)):
+    assert t["terms"] == ["fitted_bands", "mpix", "const"] and t["dof"] == 37
+    for term, true in (("fitted_bands", 0.25), ("mpix", 3.0)):
         assert abs(t["coef"][term] - true) < 4 * t["coef_err"][term] + 1e-9, (term, t)
     assert 0.02 < t["sigma_rel"] < 0.1                      # the 5 % scatter put in
     assert model.memory.terms == ["mpix", "const"]
     assert model.memory.coef[0] == pytest.approx(40.0, rel=1e-3)
-    assert model.peak_rss_mb([{"mpix": 10.0, "source_bands": 100.0}])[0] == pytest.approx(280.0 + 400.0, rel=1e-3)
+    assert model.peak_rss_mb([{"mpix": 10.0, "fitted_bands": 100.0}])[0] == pytest.approx(280.0 + 400.0, rel=1e-3)
     assert model.rss_base_mb == 280.0 and model.warmup_s == 3.0   # at rest after real tiles
     assert model.wall_factor == {"local/2/1": pytest.approx(1.3, rel=1e-6)}
     # the field total and its error: the truth lies within a few standard errors
@@ -104,7 +120,7 @@ def test_cost_model_recovers_synthetic_coefficients_with_honest_errors():
 
 def test_cost_model_with_few_tiles_keeps_a_degree_of_freedom_and_drops_negative_terms():
     rows = _rows(3, noise=0.1)
-    fit = fit_linear(rows, "core_s", ("source_bands", "mpix", "const"))
+    fit = fit_linear(rows, "core_s", ("fitted_bands", "mpix", "const"))
     assert len(fit.terms) <= 2 and fit.dof >= 1 and np.isfinite(fit.sigma_rel)
     # a term the data make negative is dropped, not kept with an unphysical sign
     rows = [{"x": x, "y": 5.0 - 0.01 * x, "const": 1} for x in (1.0, 50.0, 100.0, 150.0)]
@@ -152,7 +168,7 @@ def test_price_table_errors_name_the_file_and_key(tmp_path):
 # -- recommendations ---------------------------------------------------------------------------
 def _field(n_tiles=40, seed=3):
     rng = np.random.default_rng(seed)
-    return [{"tile": f"t{i}", "source_bands": float(rng.uniform(50, 2000)), "mpix": 40.0}
+    return [{"tile": f"t{i}", "fitted_bands": float(rng.uniform(50, 2000)), "mpix": 40.0}
             for i in range(n_tiles)]
 
 

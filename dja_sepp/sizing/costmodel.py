@@ -1,7 +1,8 @@
 """Cost model of a tile: time and memory from its sources, bands and pixels.
 
 Time: the core-seconds of a tile task (CPU of its thread, :mod:`.probe`) are
-modelled as ``a * sources x bands + b * megapixels + c`` (the terms the
+modelled as ``a * fitted sources x bands + b * megapixels + c`` (fitted: the
+sources the tile's core owns and the bright ones of its halo, which it fits too) (the terms the
 measurements can carry: with ``n`` measured tiles at most ``n - 1`` terms,
 so that the scatter is measured too; a term whose coefficient comes out
 negative is dropped). The fit is weighted by ``1 / core-s``: it minimises
@@ -32,7 +33,7 @@ import numpy as np
 __all__ = ["LinearFit", "CostModel", "fit_linear", "makespan", "TIME_TERMS", "MEMORY_TERMS"]
 
 #: Terms of the time model, in the order they are admitted.
-TIME_TERMS = ("source_bands", "mpix", "const")
+TIME_TERMS = ("fitted_bands", "mpix", "const")
 #: Terms of the memory model, in the order they are admitted.
 MEMORY_TERMS = ("mpix", "const")
 

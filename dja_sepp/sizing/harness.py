@@ -246,7 +246,8 @@ def size_field(images, out, models: Sequence[str] | str | None = None, cluster: 
     cen = box["census"]
     model = CostModel.fit(rows)
     sizes = sorted({s.tile_size for s in settings})
-    tiles_by_size = {size: tile_features(cen, size, t["overlap"], t["align"]) for size in sizes}
+    halo_snr = float(cfg["fit"]["overlap_min_snr"])
+    tiles_by_size = {size: tile_features(cen, size, t["overlap"], t["align"], halo_snr) for size in sizes}
     base = float(t["tile_size"]) if float(t["tile_size"]) in tiles_by_size else sizes[0]
     field = _field_summary(fld, cen, model, tiles_by_size[base], base, rows, setup_s)
     measured_types = [s.machine for s in settings if s.cluster["kind"] == "ec2"]
@@ -294,7 +295,8 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
     with client_for(None, scfg) as client:
         if box["census"] is None:  # the field's detection census, once, on the first cluster
             box["census"] = census(fld, base_grid, cfg, client)
-        feats = {f["tile"]: f for f in tile_features(box["census"], setting.tile_size, t["overlap"], t["align"])}
+        feats = {f["tile"]: f for f in tile_features(box["census"], setting.tile_size, t["overlap"], t["align"],
+                                                     float(cfg["fit"]["overlap_min_snr"]))}
         ids = pick_sample(list(feats.values()), int(cfg["sizing"]["sample"]))
         grid = make_tiles(fld, setting.tile_size, t["overlap"], t["align"])
         tiles = [tile for tile in grid.tiles if tile.id in ids]
@@ -318,10 +320,12 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
         f, res = feats.get(tile.id, {}), st.get("resources") or {}
         n_bands = int(st.get("n_bands", f.get("n_bands", 0)))
         n_sources = int(st.get("n_sources", f.get("n_sources", 0)))
+        n_fitted = n_sources + int(f.get("n_fitted", 0)) - int(f.get("n_sources", 0))  # + its halo's bright ones
         mpix = f.get("mpix", 0.0) * _band_share(f, n_bands)
         rows.append({"machine": setting.machine, "tile_size_arcsec": setting.tile_size, "workers": workers,
                      "threads": threads, "tile": tile.id, "state": st.get("state", "failed"),
                      "n_sources": n_sources, "n_bands": n_bands, "source_bands": n_sources * n_bands,
+                     "n_fitted": n_fitted, "fitted_bands": n_fitted * n_bands,
                      "mpix": round(mpix, 4), "density": round(f.get("density", 0.0), 2),
                      "core_s": res.get("cpu_s", 0.0), "wall_s": res.get("wall_s", 0.0),
                      "peak_rss_mb": res.get("peak_rss_mb", 0.0), "rss_before_mb": res.get("rss_before_mb", 0.0),

@@ -22,7 +22,7 @@ from ..tiling import Tile, TileGrid, grid_geometry
 __all__ = ["Census", "census", "census_tile", "tile_features", "pick_sample", "FEATURES"]
 
 #: Per-tile quantities the cost model uses (see :func:`tile_features`).
-FEATURES = ("n_sources", "n_bands", "source_bands", "mpix")
+FEATURES = ("n_sources", "n_fitted", "n_bands", "source_bands", "fitted_bands", "mpix")
 
 _STRIDE = 8  # detection pixels between the weight samples of the band coverage map
 
@@ -50,6 +50,8 @@ class Census:
         Detection pixel scale (arcsec).
     seconds : float
         Summed detection time of the census tasks (core-s).
+    snr : ndarray or None
+        Detection S/N of every source (None: unknown, no halo source counted).
     """
 
     x: np.ndarray
@@ -61,6 +63,7 @@ class Census:
     shape: tuple[int, int]
     pixel_scale: float
     seconds: float = 0.0
+    snr: np.ndarray | None = None
 
     @property
     def n_sources(self) -> int:
@@ -80,9 +83,10 @@ def census_tile(tile: Tile, field, detection: Mapping[str, Any], block: int) -> 
     x = np.asarray(sources["x"], float) + xs.start
     y = np.asarray(sources["y"], float) + ys.start
     own = tile.in_core(x, y)
+    snr = np.nan_to_num(np.asarray(sources["SNR"], float)) if "SNR" in sources.colnames else np.zeros(len(x))
     planes = [_blocks(field.detection, tile.core, block)]
     planes += [_blocks(image, tile.core, block) for image in field.bands.values()]
-    return {"tile": tile.id, "x": x[own], "y": y[own], "core": tile.core,
+    return {"tile": tile.id, "x": x[own], "y": y[own], "snr": snr[own], "core": tile.core,
             "coverage": np.stack(planes), "seconds": time.process_time() - t0}
 
 
@@ -133,23 +137,33 @@ def census(field, grid: TileGrid, config: Mapping[str, Any], client=None) -> Cen
                  xs.start // block: xs.start // block + cov.shape[2]] = cov
     x = np.concatenate([p["x"] for p in parts]) if parts else np.zeros(0)
     y = np.concatenate([p["y"] for p in parts]) if parts else np.zeros(0)
-    return Census(x=x, y=y, bands=list(field.bands), factors=[int(b.factor) for b in field.bands.values()],
+    snr = np.concatenate([p["snr"] for p in parts]) if parts else np.zeros(0)
+    return Census(x=x, y=y, snr=snr, bands=list(field.bands), factors=[int(b.factor) for b in field.bands.values()],
                   coverage=coverage, block=block, shape=(ny, nx), pixel_scale=field.detection.pixel_scale,
                   seconds=float(sum(p["seconds"] for p in parts)))
 
 
-def tile_features(cen: Census, tile_size: float, overlap: float, align: int) -> list[dict]:
+def tile_features(cen: Census, tile_size: float, overlap: float, align: int,
+                  halo_min_snr: float | None = None) -> list[dict]:
     """Each tile of the tiling ``(tile_size, overlap, align)`` of the census's field.
+
+    Parameters
+    ----------
+    halo_min_snr : float, optional
+        A tile also fits the sources of its halo this bright (``fit.overlap_min_snr``:
+        their wings reach into its core), although their rows come from
+        another tile: they cost it as much as its own.
 
     Returns
     -------
     list of dict
         One per tile with valid detection pixels: ``tile`` (id), ``row``,
-        ``col``, ``n_sources`` (sources its core owns), ``n_bands`` (bands
-        with valid pixels in its core), ``source_bands`` (their product),
-        ``mpix`` (megapixels of its halo window read over the detection image
-        and those bands, each on its own grid), ``core_arcmin2`` and
-        ``density`` (sources per arcmin^2 of core).
+        ``col``, ``n_sources`` (sources its core owns), ``n_fitted`` (those
+        and the bright ones of its halo), ``n_bands`` (bands with valid
+        pixels in its core), ``source_bands`` and ``fitted_bands`` (the
+        products), ``mpix`` (megapixels of its halo window read over the
+        detection image and those bands, each on its own grid),
+        ``core_arcmin2`` and ``density`` (sources per arcmin^2 of core).
     """
     ny, nx = cen.shape
     core, halo, nrows, ncols = grid_geometry(cen.shape, cen.pixel_scale, tile_size, overlap, align)
@@ -173,11 +187,24 @@ def tile_features(cen: Census, tile_size: float, overlap: float, align: int) -> 
             hx = min(nx, x1 + halo) - max(0, x0 - halo)
             area = (y1 - y0) * (x1 - x0) * (cen.pixel_scale / 60.0) ** 2
             n = int(counts[r, c])
-            out.append({"tile": f"r{r:02d}c{c:02d}", "row": r, "col": c, "n_sources": n,
-                        "n_bands": len(used), "source_bands": n * len(used),
+            fitted = n + _bright_in_halo(cen, (max(0, y0 - halo), min(ny, y1 + halo)),
+                                         (max(0, x0 - halo), min(nx, x1 + halo)), (y0, y1), (x0, x1),
+                                         halo_min_snr)
+            out.append({"tile": f"r{r:02d}c{c:02d}", "row": r, "col": c, "n_sources": n, "n_fitted": fitted,
+                        "n_bands": len(used), "source_bands": n * len(used), "fitted_bands": fitted * len(used),
                         "mpix": hy * hx * (1 + sum(f * f for f in used)) / 1e6,
                         "core_arcmin2": area, "density": n / area if area else 0.0})
     return out
+
+
+def _bright_in_halo(cen: Census, hy, hx, cy, cx, min_snr: float | None) -> int:
+    """Sources at least ``min_snr`` in the halo window ``hy, hx`` outside the core ``cy, cx``."""
+    if min_snr is None or cen.snr is None or not len(cen.x):
+        return 0
+    x, y = cen.x + 0.5, cen.y + 0.5   # pixel centres to the edges' frame, as the core count
+    in_halo = (y >= hy[0]) & (y < hy[1]) & (x >= hx[0]) & (x < hx[1])
+    in_core = (y >= cy[0]) & (y < cy[1]) & (x >= cx[0]) & (x < cx[1])
+    return int(np.count_nonzero(in_halo & ~in_core & (cen.snr >= min_snr)))
 
 
 def pick_sample(features: Sequence[Mapping[str, Any]], n: int) -> list[str]:
