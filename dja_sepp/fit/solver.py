@@ -191,12 +191,18 @@ class _Problem:
                 res_prior.append(r_prior)  # the fluxes, to first order not at all (Kaufman)
             fluxes[band.name] = fm
         r_pix = np.concatenate(res)
-        j_pix = np.vstack(jac) * dth.ravel()[None, :]
         r_pri, j_pri = self._priors(z, th)
         r_band = np.concatenate(res_prior) if res_prior else np.zeros(0)
-        out = (np.concatenate([r_pix, r_pri, r_band]),
-               np.vstack([j_pix, j_pri, np.zeros((r_band.size, j_pix.shape[1]))]), r_pix, fluxes, {},
-               {}, th, dth)
+        # one Jacobian array, filled in place (the band blocks, then the priors;
+        # the band prior's rows stay zero): it is the largest array of a fit
+        full = np.zeros((r_pix.size + r_pri.size + r_band.size, z.size))
+        row = 0
+        for block in jac:
+            full[row:row + block.shape[0]] = block
+            row += block.shape[0]
+        full[:row] *= dth.ravel()[None, :]
+        full[row:row + r_pri.size] = j_pri
+        out = (np.concatenate([r_pix, r_pri, r_band]), full, r_pix, fluxes, {}, {}, th, dth)
         return out, pieces
 
     def _priors(self, z: np.ndarray, th: np.ndarray):
