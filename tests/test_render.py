@@ -241,3 +241,31 @@ def test_psf_reach_is_the_outermost_pixel_at_the_level():
     assert psf_reach(psf, 2.0) == 0
     psf[0, 0] = -1e-2           # negative wings (noise) count by their size
     assert psf_reach(psf, 1e-2) == int(np.ceil(np.hypot(50, 50)))
+
+
+@pytest.mark.parametrize("affine, re, q, phi, n", [
+    (np.eye(2), 3.0, 0.6, 0.7, 2.5),
+    (np.array([[2.0, 0.1], [-0.05, 2.0]]), 1.5, 0.2, 2.0, 6.0),   # a 0.02" band, rotated a little
+    (2 * np.eye(2), 10.0, 1.0, 0.0, 0.6),
+])
+def test_fused_core_spectrum_equals_the_reference(affine, re, q, phi, n):
+    """The numba pass that adds the core's transform and its 4 derivatives
+    into a single-precision spectrum gives the readable numpy reference
+    (:func:`core_spectrum`) to float32 precision, and refuses a spectrum
+    that cannot hold them (it writes without bounds checks)."""
+    from dja_sepp.fit.core import add_core_spectrum, core_matrix, core_plan, core_spectrum
+    from dja_sepp.fit.profiles import _norm_terms
+    from dja_sepp.fit.render import _band_frequencies
+    Ny, Nx = 101, 108
+    fy, fx = _band_frequencies(Ny, Nx)
+    rho_c, _ = core_plan(core_matrix(affine, re, q, phi), 30.0)
+    args = (affine, np.array([40.3, 37.8]), re, q, phi, n, rho_c, _norm_terms(n))
+    ref, dref = core_spectrum(fy, fx, *args, derivatives=True)
+    spec = np.zeros((5, Ny, Nx // 2 + 1), np.complex64)
+    spec[0] = 1.0   # added to, not overwritten
+    add_core_spectrum(spec, fy, fx, *args, derivatives=True)
+    np.testing.assert_allclose(spec[0], ref + 1.0, atol=2e-7 * np.abs(ref).max() + 2e-7)
+    for k in range(4):
+        np.testing.assert_allclose(spec[1 + k], dref[k], atol=2e-7 * np.abs(dref[k]).max())
+    with pytest.raises(ValueError, match="cannot hold"):
+        add_core_spectrum(np.zeros((1, Ny, Nx // 2 + 1), np.complex64), fy, fx, *args, derivatives=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-__all__ = ["core_matrix", "core_plan", "hankel_table", "core_spectrum"]
+__all__ = ["core_matrix", "core_plan", "hankel_table", "core_spectrum", "add_core_spectrum"]
 
 TAPER_PX = 4.0   # taper radius on the core's short axis (band px): one sample per pixel suffices
 MIN_TAPER_FINE = 3.0  # ... else this many fine pixels (measured, any PSF: < 2e-4 of the peak)
@@ -151,3 +151,25 @@ def core_spectrum(fy: np.ndarray, fx: np.ndarray, affine, centre, re, q, phi, n,
     dn = np.interp(kappa, nodes, hn) * phase
     return spec, np.stack([dk * kappa2, dk * scale * q * kv * kv,
                            dk * scale * (1 - q * q) * ku * kv, dn])
+
+
+def add_core_spectrum(spec: np.ndarray, fy: np.ndarray, fx: np.ndarray, affine, centre, re, q, phi, n,
+                      rho_c, norm_terms, derivatives: bool) -> None:
+    """:func:`core_spectrum` added into ``spec`` (``(1 or 5, Ny, Nx)``) in
+    place by one numba pass (:func:`dja_sepp.fit.kernels.core_spectrum_add`)."""
+    from .kernels import core_spectrum_add
+    if spec.shape[0] < (5 if derivatives else 1) or spec.shape[1:] != (fy.size, fx.size):
+        raise ValueError(f"spectrum of shape {spec.shape} cannot hold the core's on {fy.size} x {fx.size} "
+                         "frequencies" + (" with 4 derivatives" if derivatives else ""))
+    c, s = np.cos(phi), np.sin(phi)
+    scale = (2 * np.pi * re) ** 2
+    # kappa is a convex function of the frequency: its largest value is at a corner of the grid
+    cy = np.array([fy.min(), fy.max()])[:, None]
+    cx = np.array([fx.min(), fx.max()])[None, :]
+    ax = affine[0, 0] * cx + affine[1, 0] * cy
+    ay = affine[0, 1] * cx + affine[1, 1] * cy
+    kmax = float(np.sqrt(scale * ((c * ax + s * ay) ** 2 + q * q * (-s * ax + c * ay) ** 2)).max())
+    nodes, h, d, hn = hankel_table(n, rho_c, kmax, norm_terms)
+    core_spectrum_add(spec, np.ascontiguousarray(fy.ravel()), np.ascontiguousarray(fx.ravel()),
+                      np.ascontiguousarray(affine, dtype=np.float64), float(centre[0]), float(centre[1]),
+                      float(c), float(s), float(q), float(scale), nodes, h, d, hn, bool(derivatives))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft as sfft
 
-from .core import core_matrix, core_plan, core_spectrum
+from .core import add_core_spectrum, core_matrix, core_plan
 from .kernels import sersic_box
 from .profiles import N_GEOMETRY, _norm_terms
 
@@ -223,10 +223,7 @@ def _fine_spectrum(grid: BandGrid, img: np.ndarray, der: np.ndarray | None, fo: 
     if fo > 1:
         shift = np.exp(-2j * np.pi * fy * c0) * np.exp(-2j * np.pi * fx * c0) / (fo * fo)
         spec *= shift.astype(np.complex64)
-    cspec, cder = core_spectrum(fy, fx, grid.affine, *core, derivatives=der is not None)
-    spec[0] += cspec
-    if der is not None:
-        spec[1:] += cder
+    add_core_spectrum(spec, fy, fx, grid.affine, *core, derivatives=der is not None)
     return spec
 
 
