@@ -71,6 +71,17 @@ def test_a_tile_also_counts_the_bright_sources_of_its_halo_it_fits():
     assert plain["r00c00"]["n_fitted"] == 0
 
 
+def test_sample_is_spread_over_what_tiles_cost_not_their_density():
+    """Edge tiles have small cores: a dense edge tile can be cheap and a
+    crowded interior one less dense. The sample follows the cost."""
+    feats = [{"tile": f"t{i}", "fitted_bands": fb, "mpix": 1.0, "density": d}
+             for i, (fb, d) in enumerate([(0, 0), (5, 900), (10, 50), (15, 800), (20, 60), (25, 700),
+                                          (60, 100), (85, 120), (165, 150)])]
+    picked = pick_sample(feats, 3)
+    cost = {f["tile"]: f["fitted_bands"] for f in feats}
+    assert sorted(cost[t] for t in picked) == [5, 20, 85]
+
+
 def test_sample_spans_the_density_range_not_the_first_tiles():
     counts = np.array([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 20, 40, 80, 160]])
     feats = tile_features(_census(counts), 64 * 0.04, 0.4, 64)
@@ -108,8 +119,12 @@ def test_cost_model_recovers_synthetic_coefficients_with_honest_errors():
     assert 0.02 < t["sigma_rel"] < 0.1                      # the 5 % scatter put in
     assert model.memory.terms == ["mpix", "const"]
     assert model.memory.coef[0] == pytest.approx(40.0, rel=1e-3)
-    assert model.peak_rss_mb([{"mpix": 10.0, "fitted_bands": 100.0}])[0] == pytest.approx(280.0 + 400.0, rel=1e-3)
-    assert model.rss_base_mb == 280.0 and model.warmup_s == 3.0   # at rest after real tiles
+    # a tile's rise comes on top of the warmed-up worker's size (250), not on the heap
+    # a worker keeps after tiles (280), which the next tile allocates from ...
+    assert model.peak_rss_mb([{"mpix": 10.0, "fitted_bands": 100.0}])[0] == pytest.approx(250.0 + 400.0, rel=1e-3)
+    # ... and a worker never needs less than what it keeps
+    assert model.peak_rss_mb([{"mpix": 0.1, "fitted_bands": 1.0}])[0] == pytest.approx(280.0, rel=1e-3)
+    assert model.rss_base_mb == 280.0 and model.rss_fresh_mb == 250.0 and model.warmup_s == 3.0
     assert model.wall_factor == {"local/2/1": pytest.approx(1.3, rel=1e-6)}
     # the field total and its error: the truth lies within a few standard errors
     field = _rows(200, noise=0.0, seed=7)
@@ -199,7 +214,7 @@ def test_workers_are_cut_to_what_fits_in_memory():
     need = by["r7i.4xlarge"]["predicted_peak_rss_mb"]
     for r in recs:
         assert r["workers"] * need <= r["memory_gib"] * 1024 * sizing["memory_fraction"] + 1e-6
-    assert need == pytest.approx(280.0 + 300.0 * 40.0, rel=1e-3)
+    assert need == pytest.approx(250.0 + 300.0 * 40.0, rel=1e-3)   # the warmed-up worker + the tile
     # 32 GiB hold 2 such workers; 128 GiB hold 9 (of 16 vCPUs), all 8 of the one-per-core layout
     assert {r["workers"] for r in recs if r["instance_type"] == "c7i.4xlarge"} == {2}
     assert {r["workers"] for r in recs if r["instance_type"] == "r7i.4xlarge"} == {8, 9}

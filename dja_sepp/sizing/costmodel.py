@@ -10,9 +10,11 @@ relative errors, which are alike for sparse and crowded tiles.
 
 Memory: the rise of a worker's resident memory during a task (its peak over
 its size when the task started) is modelled as ``k * megapixels`` (plus a
-constant when the tiles measured differ enough in size); a
-worker needs its resting size (the largest measured after real tiles: lazy
-imports, caches and heap kept by the allocator) plus that.
+constant when the tiles measured differ enough in size). A worker's peak is
+its size at rest before any tile (after its warm-up) plus that rise, or the
+size it keeps after real tiles when that is larger: the heap a finished tile
+leaves to the allocator is what the next tile allocates from, so the two do
+not add up.
 
 Uncertainty: the relative scatter ``s`` of the measured tiles around the fit
 (with its degrees of freedom, widened to the Student-t 1-sigma quantile when
@@ -181,7 +183,10 @@ class CostModel:
         MB a tile task adds to its worker's resident memory.
     rss_base_mb : float
         Resting resident memory of a worker that has run tiles (the largest
-        measured).
+        measured: lazy imports, caches and the heap the allocator keeps).
+    rss_fresh_mb : float
+        Resting resident memory of a warmed-up worker before its first tile
+        (the median measured; ``rss_base_mb`` when unknown).
     wall_factor : dict
         ``"machine/workers/threads"`` -> median wall / core-s of the tasks
         run in that setting (contention, I/O, other load).
@@ -201,6 +206,7 @@ class CostModel:
     speed: dict[str, float] = dc_field(default_factory=dict)
     machine: str = "local"
     warmup_s: float = 0.0
+    rss_fresh_mb: float | None = None
 
     @classmethod
     def fit(cls, rows: Sequence[Mapping[str, Any]]) -> "CostModel":
@@ -236,7 +242,8 @@ class CostModel:
             sub = [r for r in ok if _setting(r) == key]
             factors[key] = float(np.median([r["wall_s"] / r["core_s"] for r in sub]))
         warm = float(np.median([r.get("warmup_s", 0.0) for r in mine]))
-        return cls(time_fit, mem_fit, base, factors, speed, machine, warm)
+        fresh = float(np.median([_base(r) for r in ok]))
+        return cls(time_fit, mem_fit, base, factors, speed, machine, warm, min(fresh, base))
 
     # -- predictions -------------------------------------------------------------------------
     def core_s(self, tiles: Sequence[Mapping[str, Any]], machine: str | None = None) -> np.ndarray:
@@ -250,7 +257,8 @@ class CostModel:
     def peak_rss_mb(self, tiles: Sequence[Mapping[str, Any]], threads: int = 1) -> np.ndarray:
         """Predicted peak resident memory of a worker running each tile
         (``threads`` tiles of that size at once)."""
-        return self.rss_base_mb + threads * self.memory.predict(tiles)
+        fresh = self.rss_base_mb if self.rss_fresh_mb is None else self.rss_fresh_mb
+        return np.maximum(self.rss_base_mb, fresh + threads * self.memory.predict(tiles))
 
     def factor(self, machine: str, workers: int, threads: int) -> float:
         """Wall / core-s factor of a setting: the measured one, else the
@@ -288,6 +296,7 @@ class CostModel:
                 "memory": {"target": "MB a tile adds to its worker's resident memory",
                            **self.memory.to_dict()},
                 "rss_base_mb": round(self.rss_base_mb, 1),
+                "rss_fresh_mb": None if self.rss_fresh_mb is None else round(self.rss_fresh_mb, 1),
                 "wall_factor": {k: round(v, 4) for k, v in self.wall_factor.items()},
                 "speed": {k: round(v, 4) for k, v in self.speed.items()},
                 "warmup_s": round(self.warmup_s, 3)}

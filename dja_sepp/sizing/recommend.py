@@ -190,10 +190,11 @@ def write_markdown(path, result: Mapping[str, Any], top: int = 5) -> None:
                   else f"{_fmt(t['coef'][k], t['coef_err'][k], 3)}" for k in t["terms"]) +
               f"; scatter {(t['sigma_rel'] or float('nan')) * 100:.0f} % per tile ({t['dof']} dof).",
               "",
-              f"worker memory = {model['rss_base_mb']:.0f} MB at rest + (" + " + ".join(
-                  f"{_fmt(model['memory']['coef'][k], model['memory']['coef_err'][k], 1)}" +
-                  (f" x {k}" if k != "const" else "") for k in model["memory"]["terms"]) +
-              ") MB per thread running a tile.", "",
+              f"worker memory = {model.get('rss_fresh_mb') or model['rss_base_mb']:.0f} MB at rest + (" +
+              " + ".join(f"{_fmt(model['memory']['coef'][k], model['memory']['coef_err'][k], 1)}" +
+                         (f" x {k}" if k != "const" else "") for k in model["memory"]["terms"]) +
+              f") MB per thread running a tile, at least the {model['rss_base_mb']:.0f} MB a worker keeps "
+              "after tiles.", "",
               "wall / core-s factors of the settings measured: " + ", ".join(
                   f"{k} {v:.2f}" for k, v in model["wall_factor"].items()) + ".", "",
               "## Measured tiles", "",

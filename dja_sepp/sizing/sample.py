@@ -7,7 +7,7 @@ which bands have valid pixels, block by block (``tiling.align`` detection
 pixels, read with a stride). With that, :func:`tile_features` describes the
 tiles of *any* tiling of the field (sources, usable bands, pixels read) without
 detecting again, and :func:`pick_sample` chooses the tiles a sizing measures:
-spread over the field's range of source density, not the first ones.
+spread over the field's range of cost, not the first ones.
 """
 from __future__ import annotations
 
@@ -208,14 +208,18 @@ def _bright_in_halo(cen: Census, hy, hx, cy, cx, min_snr: float | None) -> int:
 
 
 def pick_sample(features: Sequence[Mapping[str, Any]], n: int) -> list[str]:
-    """Ids of ``n`` tiles that represent the field's range of source density.
+    """Ids of ``n`` tiles that represent the field's range of cost.
 
-    The tiles are ordered by density (sources per arcmin^2 of core, then by
-    id), cut into ``n`` groups of equal tile counts, and the middle tile of
-    each group is taken: the sample spans sparse to crowded tiles in the
-    proportions the field has them. All tiles when ``n`` >= their number.
+    The tiles are ordered by what they will cost (fitted sources x bands,
+    then pixels, then id: see :func:`tile_features`), cut into ``n`` groups
+    of equal tile counts, and the middle tile of each group is taken: the
+    sample spans cheap to crowded tiles in the proportions the field has
+    them. (Ordered by source density, a 3-tile sample of a small field missed
+    its two crowded tiles, whose cores are cut by the field's edge.) All
+    tiles when ``n`` >= their number.
     """
-    order = sorted(features, key=lambda f: (f["density"], f["tile"]))
+    order = sorted(features, key=lambda f: (f.get("fitted_bands", f.get("source_bands", 0)), f["mpix"],
+                                            f["tile"]))
     if n >= len(order):
         return [f["tile"] for f in order]
     picks = [order[min(len(order) - 1, int(math.floor((i + 0.5) * len(order) / n)))]["tile"]
