@@ -207,6 +207,8 @@ def scaling(args) -> dict:
     sim1, tiling, _ = simulate(out / "images_1x", args.size, args.density, args.seed, args.stars, cn)
     sim2, _, _ = simulate(out / "images_2x", args.size * math.sqrt(2), args.density, args.seed,
                           args.stars, cn)
+    if args.tile_size:  # many tiles per worker: what a real field has
+        tiling = {**tiling, "tile_size": args.tile_size}
     rows = []
     for name, sim, workers in (("1x", sim1, 1), ("1x", sim1, 2), ("2x", sim2, 2)):
         psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
