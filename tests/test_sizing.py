@@ -428,3 +428,25 @@ def test_probe_measures_the_block_alone():
     with probe() as again:  # the high-water mark was reset: the next block is measured alone
         pass
     assert again["peak_rss_mb"] - again["rss_before_mb"] < 100
+
+
+def test_the_warm_up_fits_its_source_on_both_grids():
+    """The warm-up swallows its own errors (a worker must not die of it), so
+    check here that it really runs what a first tile loads: the noise
+    measurement and a two-band fit on the 0.04" and 0.02" grids."""
+    from dja_sepp.detect import detect_sources
+    from dja_sepp.fit.base import get_engine
+    from dja_sepp.pipeline.tile_task import _band_noise
+    from dja_sepp.sizing.harness import _synthetic_cutouts, warm_up
+    assert warm_up() > 0
+    det, cuts = _synthetic_cutouts()
+    assert [c.shape for c in cuts] == [(64, 64), (128, 128)]
+    sources, det.segmap = detect_sources(det, {"thresh": 5.0, "back_size": 64})
+    sources["IN_CORE"] = np.ones(len(sources), bool)
+    assert len(sources) == 1
+    assert all(np.isfinite(_band_noise(c, det)) for c in cuts)
+    fit = get_engine("builtin").fit(sources, det, cuts, "sersic_rg4", load_config()["fit"])
+    total = 40.0 * np.pi * 8.0   # the Gaussian's flux
+    assert fit["FLAGS"][0] == 0
+    for band in ("F444W", "F150W"):
+        assert fit[f"FLUX_MODEL_{band}"][0] == pytest.approx(total, rel=0.05)

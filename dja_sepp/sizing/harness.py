@@ -339,34 +339,52 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
 
 def warm_up(model: str = "sersic_rg4", options: Mapping[str, Any] | None = None) -> float:
     """Ready a worker as its first tile would (run on every worker before the
-    sample): import what a tile task uses and detect and fit one synthetic
-    source (loads the cached numba kernels and the model). Returns the
-    seconds taken; the tasks measured then cost what a worker's later tiles
-    cost, and the warm-up is counted once per worker (``warmup_s``)."""
+    sample): import what a tile task uses, measure the noise correlation and
+    detect and fit (both passes, galaxy and point) one synthetic source in two
+    bands on the 0.04" and 0.02" grids: every cached numba kernel and lazy
+    import a tile needs is loaded. Returns the seconds taken; the tasks
+    measured then cost what a worker's later tiles cost, and the warm-up is
+    counted once per worker (``warmup_s``)."""
     t0 = time.perf_counter()
     import numpy as np
-    from astropy.wcs import WCS
-    from ..detect import detect_sources
-    from ..fit.base import BandCutout, get_engine
-    from ..pipeline import tile_task  # noqa: F401  (its imports)
-    from ..psf.base import ImagePSF
-    yy, xx = np.mgrid[:64, :64]
-    img = (40.0 * np.exp(-((xx - 31.6) ** 2 + (yy - 32.2) ** 2) / 8.0)
-           + np.random.default_rng(0).normal(0, 1, (64, 64))).astype(np.float32)
-    wht = np.ones_like(img)
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval, wcs.wcs.crpix, wcs.wcs.cdelt = [53.0, -27.0], [32.0, 32.0], [-0.04 / 3600, 0.04 / 3600]
-    psf = ImagePSF(np.exp(-(np.mgrid[-7:8, -7:8] ** 2).sum(0) / 4.0), 0.04, band="F444W")
-    cut = BandCutout("F444W", img, wht, wcs, pixel_scale=0.04, psf=psf, wavelength=4.4)
-    det = BandCutout("DETECTION", img, wht, wcs, pixel_scale=0.04)
+    from ..fit.base import get_engine
+    from ..pipeline.tile_task import _band_noise
+    det, cuts = _synthetic_cutouts()
     try:
+        from ..detect import detect_sources
         sources, det.segmap = detect_sources(det, {"thresh": 5.0, "back_size": 64})
         sources["IN_CORE"] = np.ones(len(sources), bool)
-        get_engine("builtin").fit(sources, det, [cut], model, dict(options or {}, passes=1))
+        for cut in cuts:
+            _band_noise(cut, det)
+        get_engine("builtin").fit(sources, det, cuts, model, dict(options or {}))
     except Exception:  # a warm-up that fails costs nothing: the tiles report their own errors
         pass
     return time.perf_counter() - t0
+
+
+def _synthetic_cutouts():
+    """A detection cutout and two band cutouts (0.04" and 0.02") of one noisy
+    Gaussian source, for :func:`warm_up`."""
+    import numpy as np
+    from astropy.wcs import WCS
+    from ..fit.base import BandCutout
+    from ..psf.base import ImagePSF
+
+    def cutout(name, scale, factor, wavelength):
+        n = 64 * factor
+        yy, xx = np.mgrid[:n, :n] / factor
+        img = (40.0 / factor ** 2 * np.exp(-((xx - 31.6) ** 2 + (yy - 32.2) ** 2) / 8.0)
+               + np.random.default_rng(factor).normal(0, 1.0 / factor, (n, n))).astype(np.float32)
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        wcs.wcs.crval, wcs.wcs.cdelt = [53.0, -27.0], [-scale / 3600, scale / 3600]
+        wcs.wcs.crpix = [32.0 * factor + 0.5 * (1 - factor) + 1.0] * 2
+        psf = ImagePSF(np.exp(-(np.mgrid[-7 * factor:7 * factor + 1, -7 * factor:7 * factor + 1] ** 2).sum(0)
+                              / (4.0 * factor ** 2)), scale, band=name)
+        return BandCutout(name, img, np.full_like(img, factor ** 2), wcs, pixel_scale=scale,
+                          psf=None if wavelength is None else psf, wavelength=wavelength)
+    det = cutout("DETECTION", 0.04, 1, None)
+    return det, [cutout("F444W", 0.04, 1, 4.4), cutout("F150W", 0.02, 2, 1.5)]
 
 
 def _band_share(feature: Mapping[str, Any], n_bands: int) -> float:
