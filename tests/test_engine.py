@@ -419,3 +419,43 @@ def test_the_final_evaluation_reuses_a_kept_one_exactly(cfg):
             np.testing.assert_allclose(got[4][name][1], fresh[4][name][1], rtol=1e-12, atol=1e-300)
             np.testing.assert_array_equal(got[5][name], fresh[5][name])
         assert set(got[5]) == {b.band for b in scene.bands}
+
+
+def test_a_halo_source_whose_model_cannot_reach_the_core_is_not_fitted(cfg, monkeypatch):
+    """A bright halo source is fitted for its wings' sake; one whose model
+    (its window grown by ``fit.psf_radius``) cannot touch any core window is
+    skipped: the core's fluxes are exactly those of fitting it, for fewer fits.
+    A bright halo source next to the core is still fitted."""
+    from astropy.table import Table
+
+    import dja_sepp.fit.engine as engine_module
+    truth = Table({"KIND": ["sersic"] * 3, "X_DET": [30.3, 60.2, 220.0], "Y_DET": [40.2, 41.0, 40.0],
+                   "N": [1.5, 1.0, 1.2], "RE": [0.15, 0.2, 0.2], "Q": [0.7, 0.8, 0.6],
+                   "ANGLE": [20.0, 70.0, 10.0]})
+    for band in BANDS:
+        truth[f"FLUX_{band}"] = [300.0, 3000.0, 3000.0]
+    scene = make_scene(truth, (80, 260), {b: 1 for b in BANDS}, sigma=0.02, seed=17)
+    sources, (core, near, far), found = detect_and_match(scene, {**cfg["detection"], "thresh": 8.0})
+    assert found.all() and len(sources) == 3
+    sources["IN_CORE"][[near, far]] = False
+    c = {**cfg["fit"], "passes": 2, "max_group_size": 1, "psf_radius": 20}
+    assert min(sources["SNR"][[near, far]]) > c["overlap_min_snr"]
+    real_fit, calls = engine_module.fit_group, []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real_fit(*args, **kw)
+    monkeypatch.setattr(engine_module, "fit_group", counting)
+    engine = get_engine("builtin")
+    skipped = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
+    n_skipped = len(calls)
+    fitted_rows = {int(r) for g in engine_module._reaching_the_core(
+        engine_module._groups_to_fit(sources, np.asarray(sources["IN_CORE"]), c), sources,
+        np.asarray(sources["IN_CORE"]), scene.detection.shape, 20, c) for r in g}
+    assert fitted_rows == {int(core), int(near)}
+    calls.clear()
+    monkeypatch.setattr(engine_module, "_reaching_the_core", lambda groups, *a: groups)
+    every = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
+    assert n_skipped < len(calls)
+    for band in BANDS:
+        assert skipped[f"FLUX_MODEL_{band}"][core] == every[f"FLUX_MODEL_{band}"][core], band

@@ -81,6 +81,39 @@ def _groups_to_fit(sources: Table, in_core: np.ndarray, opts: Mapping[str, Any])
     return [g for g in groups if in_core[g].any() or snr[g].max() >= float(opts["overlap_min_snr"])]
 
 
+def _subtraction_reach(affines, psf_radius: int) -> int:
+    """How far beyond its window a fitted model is ever subtracted, in
+    detection pixels: ``fit.psf_radius`` band pixels on the coarsest band."""
+    scale = min((float(np.sqrt(abs(np.linalg.det(a)))) for a, _ in affines), default=1.0)  # band px per det px
+    return int(np.ceil(psf_radius / scale))
+
+
+def _reaching_the_core(groups: list[np.ndarray], sources: Table, in_core: np.ndarray, shape,
+                       reach: int, opts: Mapping[str, Any]) -> list[np.ndarray]:
+    """The core's groups, and the halo's groups whose subtracted model (their
+    window grown by ``reach``) can touch a core group's window.
+
+    The others change no pixel any core source is fitted on: their rows come
+    from another tile, so fitting them only cost time (a quarter of a small
+    tile's, more with a wide ``tiling.overlap``)."""
+    core = [g for g in groups if in_core[g].any()]
+    if not core:
+        return []
+    wins = [_det_window(sources, g, shape, opts) for g in core]
+    y0, y1 = min(w[0].start for w in wins), max(w[0].stop for w in wins)
+    x0, x1 = min(w[1].start for w in wins), max(w[1].stop for w in wins)
+    keep = []
+    for g in groups:
+        if in_core[g].any():
+            keep.append(g)
+            continue
+        w = _det_window(sources, g, shape, opts)
+        if (w[0].start - reach < y1 and w[0].stop + reach > y0
+                and w[1].start - reach < x1 and w[1].stop + reach > x0):
+            keep.append(g)
+    return keep
+
+
 def band_affine(det: BandCutout, band: BandCutout) -> tuple[np.ndarray, np.ndarray]:
     """Affine map of detection-cutout pixels to band-cutout pixels (``A, t``),
     from the two WCS at the cutout centre (exact for DJA's aligned grids)."""
@@ -108,12 +141,14 @@ class BuiltinEngine(Engine):
             return finalize(out, sources, detection, mdef, names)
         in_core = np.asarray(sources["IN_CORE"], bool) if "IN_CORE" in sources.colnames \
             else np.ones(len(sources), bool)
+        affines = {b.band: band_affine(detection, b) for b in bands}
         groups = _groups_to_fit(sources, in_core, opts)
+        groups = _reaching_the_core(groups, sources, in_core, detection.shape, _subtraction_reach(
+            affines.values(), int(opts["psf_radius"])), opts)
         groups.sort(key=lambda g: -float(np.nansum(np.asarray(sources["FLUX_AUTO"])[g])))
         # the working images (data minus the models subtracted so far): float32
         # like the mosaics, so a 2' tile of 8 bands holds 1.6 GB less than in float64
         work = {b.band: np.array(b.sci, dtype=np.float32) for b in bands}
-        affines = {b.band: band_affine(detection, b) for b in bands}
         state = _TileState(sources, detection, bands, work, affines, mdef, opts, out)
         duration = np.zeros(len(sources))
         passes = max(1, int(opts["passes"]))
