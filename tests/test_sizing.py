@@ -69,6 +69,12 @@ def test_a_tile_also_counts_the_bright_sources_of_its_halo_it_fits():
     assert feats["r00c01"]["n_sources"] == feats["r00c01"]["n_fitted"] == 3
     plain = {f["tile"]: f for f in tile_features(cen, 64 * 0.04, 0.4, 64)}
     assert plain["r00c00"]["n_fitted"] == 0
+    # only as far as the engine fits them: 2 px out of r00c00's core is within 3 px, not within 1 px
+    near = {f["tile"]: f for f in tile_features(cen, 64 * 0.04, 0.4, 64, halo_min_snr=50.0, halo_reach=3)}
+    far = {f["tile"]: f for f in tile_features(cen, 64 * 0.04, 0.4, 64, halo_min_snr=50.0, halo_reach=1)}
+    assert near["r00c00"]["n_fitted"] == 1 and far["r00c00"]["n_fitted"] == 0
+    from dja_sepp.sizing.sample import halo_reach
+    assert halo_reach(cen, {"psf_radius": 150, "window_min": 15}) == 150 / 1 + 30   # F444W: 1 band px per det px
 
 
 def test_sample_is_spread_over_what_tiles_cost_not_their_density():

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from .costmodel import CostModel
 from .prices import InstanceType, PriceTable, load_prices
-from .sample import census, pick_sample, tile_features
+from .sample import census, halo_reach, pick_sample, tile_features
 
 __all__ = ["size_field", "SizingResult", "Setting", "plan_settings", "ec2_request", "warm_up"]
 
@@ -246,8 +246,8 @@ def size_field(images, out, models: Sequence[str] | str | None = None, cluster: 
     cen = box["census"]
     model = CostModel.fit(rows)
     sizes = sorted({s.tile_size for s in settings})
-    halo_snr = float(cfg["fit"]["overlap_min_snr"])
-    tiles_by_size = {size: tile_features(cen, size, t["overlap"], t["align"], halo_snr) for size in sizes}
+    halo = (float(cfg["fit"]["overlap_min_snr"]), halo_reach(cen, cfg["fit"]))
+    tiles_by_size = {size: tile_features(cen, size, t["overlap"], t["align"], *halo) for size in sizes}
     base = float(t["tile_size"]) if float(t["tile_size"]) in tiles_by_size else sizes[0]
     field = _field_summary(fld, cen, model, tiles_by_size[base], base, rows, setup_s)
     measured_types = [s.machine for s in settings if s.cluster["kind"] == "ec2"]
@@ -296,7 +296,8 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
         if box["census"] is None:  # the field's detection census, once, on the first cluster
             box["census"] = census(fld, base_grid, cfg, client)
         feats = {f["tile"]: f for f in tile_features(box["census"], setting.tile_size, t["overlap"], t["align"],
-                                                     float(cfg["fit"]["overlap_min_snr"]))}
+                                                     float(cfg["fit"]["overlap_min_snr"]),
+                                                     halo_reach(box["census"], cfg["fit"]))}
         ids = pick_sample(list(feats.values()), int(cfg["sizing"]["sample"]))
         grid = make_tiles(fld, setting.tile_size, t["overlap"], t["align"])
         tiles = [tile for tile in grid.tiles if tile.id in ids]

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..tiling import Tile, TileGrid, grid_geometry
 
-__all__ = ["Census", "census", "census_tile", "tile_features", "pick_sample", "FEATURES"]
+__all__ = ["Census", "census", "census_tile", "tile_features", "halo_reach", "pick_sample", "FEATURES"]
 
 #: Per-tile quantities the cost model uses (see :func:`tile_features`).
 FEATURES = ("n_sources", "n_fitted", "n_bands", "source_bands", "fitted_bands", "mpix")
@@ -144,7 +144,7 @@ def census(field, grid: TileGrid, config: Mapping[str, Any], client=None) -> Cen
 
 
 def tile_features(cen: Census, tile_size: float, overlap: float, align: int,
-                  halo_min_snr: float | None = None) -> list[dict]:
+                  halo_min_snr: float | None = None, halo_reach: int | None = None) -> list[dict]:
     """Each tile of the tiling ``(tile_size, overlap, align)`` of the census's field.
 
     Parameters
@@ -153,6 +153,10 @@ def tile_features(cen: Census, tile_size: float, overlap: float, align: int,
         A tile also fits the sources of its halo this bright (``fit.overlap_min_snr``:
         their wings reach into its core), although their rows come from
         another tile: they cost it as much as its own.
+    halo_reach : int, optional
+        ... counted only this close to the core (detection px): the engine
+        skips halo sources whose model cannot reach a core source's window
+        (see :func:`halo_reach`); the whole halo when None.
 
     Returns
     -------
@@ -187,14 +191,24 @@ def tile_features(cen: Census, tile_size: float, overlap: float, align: int,
             hx = min(nx, x1 + halo) - max(0, x0 - halo)
             area = (y1 - y0) * (x1 - x0) * (cen.pixel_scale / 60.0) ** 2
             n = int(counts[r, c])
-            fitted = n + _bright_in_halo(cen, (max(0, y0 - halo), min(ny, y1 + halo)),
-                                         (max(0, x0 - halo), min(nx, x1 + halo)), (y0, y1), (x0, x1),
+            near = halo if halo_reach is None else min(halo, halo_reach)
+            fitted = n + _bright_in_halo(cen, (max(0, y0 - near), min(ny, y1 + near)),
+                                         (max(0, x0 - near), min(nx, x1 + near)), (y0, y1), (x0, x1),
                                          halo_min_snr)
             out.append({"tile": f"r{r:02d}c{c:02d}", "row": r, "col": c, "n_sources": n, "n_fitted": fitted,
                         "n_bands": len(used), "source_bands": n * len(used), "fitted_bands": fitted * len(used),
                         "mpix": hy * hx * (1 + sum(f * f for f in used)) / 1e6,
                         "core_arcmin2": area, "density": n / area if area else 0.0})
     return out
+
+
+def halo_reach(cen: Census, fit: Mapping[str, Any]) -> int:
+    """Detection pixels beyond the core within which the engine fits a bright
+    halo source: its model reaches ``fit.psf_radius`` pixels of the coarsest
+    band beyond its window, and windows reach past the core and the source
+    (two ``fit.window_min`` here: an estimate, the census has no windows)."""
+    return int(math.ceil(float(fit["psf_radius"]) / max(min(cen.factors, default=1), 1)
+                         + 2 * float(fit["window_min"])))
 
 
 def _bright_in_halo(cen: Census, hy, hx, cy, cx, min_snr: float | None) -> int:
