@@ -208,21 +208,26 @@ def _pair(cfg, xs, ys, shape, seed):
     return (scene, *detect_and_match(scene, {**cfg["detection"], "thresh": 8.0}))
 
 
-def test_second_pass_skipped_where_no_neighbour_changed_the_pixels(cfg, monkeypatch):
-    """Two galaxies far apart: the other's subtracted model changes a
-    window's pixels by far less than ``fit.refit_min_change`` (noise-weighted
-    norm) and unmasks nothing, so the second pass keeps the first fit instead
-    of refitting: fewer fits, and the fluxes of the full second pass."""
+def _count_fit_groups(monkeypatch) -> list:
+    """Make the engine's ``fit_group`` add an item to the returned list per call."""
     import dja_sepp.fit.engine as engine_module
-    scene, sources, nearest, found = _pair(cfg, (30.3, 130.0), (40.2, 39.0), (80, 160), 14)
-    assert found.all() and len(sources) == 2
     real_fit, calls = engine_module.fit_group, []
 
     def counting(*args, **kw):
         calls.append(1)
         return real_fit(*args, **kw)
-
     monkeypatch.setattr(engine_module, "fit_group", counting)
+    return calls
+
+
+def test_second_pass_skipped_where_no_neighbour_changed_the_pixels(cfg, monkeypatch):
+    """Two galaxies far apart: the other's subtracted model changes a
+    window's pixels by far less than ``fit.refit_min_change`` (noise-weighted
+    norm) and unmasks nothing, so the second pass keeps the first fit instead
+    of refitting: fewer fits, and the fluxes of the full second pass."""
+    scene, sources, nearest, found = _pair(cfg, (30.3, 130.0), (40.2, 39.0), (80, 160), 14)
+    assert found.all() and len(sources) == 2
+    calls = _count_fit_groups(monkeypatch)
     engine = get_engine("builtin")
     results = {}
     for change in (0.0, 0.1):
@@ -440,12 +445,7 @@ def test_a_halo_source_whose_model_cannot_reach_the_core_is_not_fitted(cfg, monk
     sources["IN_CORE"][[near, far]] = False
     c = {**cfg["fit"], "passes": 2, "max_group_size": 1, "psf_radius": 20}
     assert min(sources["SNR"][[near, far]]) > c["overlap_min_snr"]
-    real_fit, calls = engine_module.fit_group, []
-
-    def counting(*args, **kw):
-        calls.append(1)
-        return real_fit(*args, **kw)
-    monkeypatch.setattr(engine_module, "fit_group", counting)
+    calls = _count_fit_groups(monkeypatch)
     engine = get_engine("builtin")
     skipped = engine.fit(sources, scene.detection, scene.bands, "sersic_rg4", c)
     n_skipped = len(calls)
