@@ -26,7 +26,7 @@ import numpy as np
 from astropy.table import Table
 
 from .. import progress
-from ..models.definition import ModelDefinition, detection_context, load_model
+from ..models.definition import detection_context, load_model
 from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
