@@ -347,6 +347,29 @@ def _fit_wing(stack, err, edges, lo: float, index: float, u_bg: float) -> float:
     return max(float(np.sum(w * m * stack[use]) / np.sum(w * m ** 2)), 0.0)
 
 
+def _fit_wing_area(stack, edges, lo: float, index: float, u_bg: float) -> float:
+    """``K`` of ``S(r) = K r^-index`` matching the light of the annuli from
+    ``lo`` on (at least the last three) in total: each annulus weighs by its
+    area, so the outer ones, where rings and the aberration halo modulate the
+    wing least, carry the fit."""
+    r0, r1 = edges[:-1], edges[1:]
+    use = (r0 >= lo) & (r0 >= 1.0)
+    if use.sum() < 3:
+        use = np.zeros(len(r0), bool)
+        use[-3:] = True
+    area = np.pi * (r1[use] ** 2 - r0[use] ** 2)
+    model = (_ring_mean_power(r0[use], r1[use], index) - u_bg) * area
+    return max(float(np.sum(stack[use] * area) / np.sum(model)), 0.0)
+
+
+def _wavelength(band: str) -> float | None:
+    from ..bands import pivot_wavelength
+    try:
+        return pivot_wavelength(band)
+    except KeyError:
+        return None
+
+
 def _reach(stack, err, edges, start: int, snr: float, r_max: float) -> int:
     """Number of annuli (from the centre) measured with S/N >= ``snr``,
     at least those inside the normalisation radius, at most to ``r_max``."""
@@ -413,9 +436,17 @@ def curve_from_stack(band: str, scale: float, stack: np.ndarray, err: np.ndarray
     # annulus: the wing model says how much, and it is added back everywhere
     u_bg = _ring_mean_power(edges[-2], edges[-1], index) if s["local_background"] else 0.0
     reach_n = _reach(stack, err, edges, norm_idx, float(s["snr_reach"]), r_max)
-    k = _fit_wing(stack[:reach_n], err[:reach_n], edges[:reach_n + 1],
-                  float(s["wing_from"]) * edges[reach_n], index, u_bg)
     reach = float(edges[reach_n])
+    # noise-free JWST-like PSFs: the S/N-weighted fit over 0.7-1 x the reach
+    # misses the tail by up to 0.012 of the total from 0.9 "/um on, the
+    # area-weighted one over 0.5-1 x by at most 0.006 from 0.8 "/um on (worse below)
+    lam = _wavelength(band)
+    if lam is not None and reach * scale / lam >= float(s["long_reach"]):
+        k = _fit_wing_area(stack[:reach_n], edges[:reach_n + 1], float(s["wing_from_long"]) * reach,
+                           index, u_bg)
+    else:
+        k = _fit_wing(stack[:reach_n], err[:reach_n], edges[:reach_n + 1], float(s["wing_from"]) * reach,
+                      index, u_bg)
     flux = (stack[:reach_n] + k * u_bg) * full[:reach_n]
     # beyond the reach the neighbours' light left after masking outweighs
     # the star's: the wing model carries the rest
