@@ -126,6 +126,15 @@ def _hermite(kappa_nodes, h, slope, kappa):
             + (-2 * s3 + 3 * s2) * h[i + 1] + (s3 - s2) * dk * slope[i + 1])
 
 
+def _major_minor(fy, fx, affine, phi):
+    """Band frequencies ``(fy, fx)`` in the profile's frame: ``A^T k`` along
+    its major and minor axes."""
+    ax = affine[0, 0] * fx + affine[1, 0] * fy
+    ay = affine[0, 1] * fx + affine[1, 1] * fy
+    c, s = np.cos(phi), np.sin(phi)
+    return c * ax + s * ay, -s * ax + c * ay
+
+
 def core_spectrum(fy: np.ndarray, fx: np.ndarray, affine, centre, re, q, phi, n, rho_c,
                   norm_terms, derivatives: bool):
     """Transform of the tapered core on band frequencies ``(fy, fx)`` (cycles/pixel).
@@ -134,11 +143,7 @@ def core_spectrum(fy: np.ndarray, fx: np.ndarray, affine, centre, re, q, phi, n,
     its derivatives with respect to ``log re, q, phi, n`` ``(4, Ny, Nx)``
     (the position derivatives come from the renderer's Fourier gradient).
     """
-    a_t = affine.T
-    ax = a_t[0, 0] * fx + a_t[0, 1] * fy          # A^T k
-    ay = a_t[1, 0] * fx + a_t[1, 1] * fy
-    c, s = np.cos(phi), np.sin(phi)
-    ku, kv = c * ax + s * ay, -s * ax + c * ay    # along the major / minor axes
+    ku, kv = _major_minor(fy, fx, affine, phi)
     scale = (2 * np.pi * re) ** 2
     kappa2 = scale * (ku * ku + q * q * kv * kv)
     kappa = np.sqrt(kappa2)
@@ -164,11 +169,9 @@ def add_core_spectrum(spec: np.ndarray, fy: np.ndarray, fx: np.ndarray, affine, 
     c, s = np.cos(phi), np.sin(phi)
     scale = (2 * np.pi * re) ** 2
     # kappa is a convex function of the frequency: its largest value is at a corner of the grid
-    cy = np.array([fy.min(), fy.max()])[:, None]
-    cx = np.array([fx.min(), fx.max()])[None, :]
-    ax = affine[0, 0] * cx + affine[1, 0] * cy
-    ay = affine[0, 1] * cx + affine[1, 1] * cy
-    kmax = float(np.sqrt(scale * ((c * ax + s * ay) ** 2 + q * q * (-s * ax + c * ay) ** 2)).max())
+    ku, kv = _major_minor(np.array([fy.min(), fy.max()])[:, None], np.array([fx.min(), fx.max()])[None, :],
+                          affine, phi)
+    kmax = float(np.sqrt(scale * (ku * ku + q * q * kv * kv)).max())
     nodes, h, d, hn = hankel_table(n, rho_c, kmax, norm_terms)
     core_spectrum_add(spec, np.ascontiguousarray(fy.ravel()), np.ascontiguousarray(fx.ravel()),
                       np.ascontiguousarray(affine, dtype=np.float64), float(centre[0]), float(centre[1]),

@@ -334,14 +334,21 @@ def _ring_mean_power(r0: np.ndarray, r1: np.ndarray, index: float) -> np.ndarray
     return 2.0 * (r1 ** p - r0 ** p) / p / (r1 ** 2 - r0 ** 2)
 
 
+def _wing_annuli(r0: np.ndarray, lo: float, usable: np.ndarray) -> np.ndarray:
+    """The annuli (inner radii ``r0``) a wing is fitted to: the usable ones
+    from ``lo`` on, else the last three."""
+    use = (r0 >= lo) & (r0 >= 1.0) & usable
+    if use.sum() < 3:
+        use = np.zeros(len(r0), bool)
+        use[-3:] = True
+    return use
+
+
 def _fit_wing(stack, err, edges, lo: float, index: float, u_bg: float) -> float:
     """``K`` of ``S(r) = K r^-index`` fitted to the (background-subtracted)
     stack over the annuli from ``lo`` on (at least the last three)."""
     r0, r1 = edges[:-1], edges[1:]
-    use = (r0 >= lo) & (r0 >= 1.0) & (err > 0)
-    if use.sum() < 3:
-        use = np.zeros(len(r0), bool)
-        use[-3:] = True
+    use = _wing_annuli(r0, lo, err > 0)
     m = _ring_mean_power(r0[use], r1[use], index) - u_bg
     w = 1 / err[use] ** 2
     return max(float(np.sum(w * m * stack[use]) / np.sum(w * m ** 2)), 0.0)
@@ -353,10 +360,7 @@ def _fit_wing_area(stack, edges, lo: float, index: float, u_bg: float) -> float:
     area, so the outer ones, where rings and the aberration halo modulate the
     wing least, carry the fit."""
     r0, r1 = edges[:-1], edges[1:]
-    use = (r0 >= lo) & (r0 >= 1.0)
-    if use.sum() < 3:
-        use = np.zeros(len(r0), bool)
-        use[-3:] = True
+    use = _wing_annuli(r0, lo, np.ones(len(r0), bool))
     area = np.pi * (r1[use] ** 2 - r0[use] ** 2)
     model = (_ring_mean_power(r0[use], r1[use], index) - u_bg) * area
     return max(float(np.sum(stack[use] * area) / np.sum(model)), 0.0)

@@ -232,8 +232,7 @@ def pick_sample(features: Sequence[Mapping[str, Any]], n: int) -> list[str]:
     its two crowded tiles, whose cores are cut by the field's edge.) All
     tiles when ``n`` >= their number.
     """
-    order = sorted(features, key=lambda f: (f.get("fitted_bands", f.get("source_bands", 0)), f["mpix"],
-                                            f["tile"]))
+    order = sorted(features, key=lambda f: (f["fitted_bands"], f["mpix"], f["tile"]))
     if n >= len(order):
         return [f["tile"] for f in order]
     picks = [order[min(len(order) - 1, int(math.floor((i + 0.5) * len(order) / n)))]["tile"]
