@@ -282,7 +282,7 @@ def _public(cluster: Mapping[str, Any]) -> dict:
 def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_grid,
              storage_options, progress, performance_report) -> list[dict]:
     """Run the sample tiles of one setting on its own cluster; one row per tile."""
-    from ..pipeline.execute import client_for
+    from ..pipeline.execute import client_for, tile_key
     from ..pipeline.tile_task import process_tile
     from ..tiling import make_tiles
     t = cfg["tiling"]
@@ -310,9 +310,8 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
         token = uuid.uuid4().hex[:8]
         with report:
             t0 = time.perf_counter()
-            # keys named by tile: the dashboard shows tile_r01c02, not one "tile" group
             futures = [client.submit(process_tile, tile, fld, scfg, str(folder), psf_paths, storage_options,
-                                     key=f"tile_{tile.id}-{token}", pure=False) for tile in tiles]
+                                     key=tile_key(tile.id, token), pure=False) for tile in tiles]
             statuses = _gather(futures, progress, setting.label)
             batch = time.perf_counter() - t0
         after = max(client.run(current_rss_mb).values(), default=None)  # at rest after real tiles
