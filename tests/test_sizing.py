@@ -212,6 +212,23 @@ def test_recommendations_meet_the_target_and_are_ranked_by_cost():
     assert all(r["predicted_wall_h_err"] is not None and r["predicted_wall_h_err"] >= 0 for r in fast)
 
 
+def test_the_merge_is_a_line_through_its_timings_and_adds_to_every_wall_time():
+    model = CostModel.fit(_rows(12))
+    line = model.with_merge([(1000, 3.0), (100, 1.2)], rows_per_source=1.5)
+    assert line.merge_row_s == pytest.approx(0.002) and line.merge_fixed_s == pytest.approx(1.0)
+    assert line.merge_s(1000) == pytest.approx(1.0 + 0.002 * 1500)
+    assert line.to_dict()["merge"]["fixed_s"] == pytest.approx(1.0)
+    one = model.with_merge([(50, 2.0)], rows_per_source=1.0)   # one timing: all of it fixed
+    assert one.merge_row_s == 0.0 and one.merge_s(10 ** 6) == pytest.approx(2.0)
+    sizing, prices, tiles = load_config()["sizing"], load_prices(), {60.0: _field()}
+    slow = model.with_merge([(0, 360.0)], rows_per_source=1.0)
+    plain = {(r["instance_type"], r["workers"]): r for r in recommend(model, tiles, prices, sizing)}
+    for r in recommend(slow, tiles, prices, sizing):
+        base = plain[(r["instance_type"], r["workers"])]
+        if base["n_instances"] == r["n_instances"]:
+            assert r["predicted_wall_h"] == pytest.approx(base["predicted_wall_h"] + 0.1, abs=1e-4)
+
+
 def test_workers_are_cut_to_what_fits_in_memory():
     rows = [dict(r, peak_rss_mb=250.0 + 300.0 * r["mpix"]) for r in _rows(8)]  # 12 GB per 40 Mpix tile
     model = CostModel.fit(rows)
@@ -328,6 +345,14 @@ def test_size_command_writes_the_sizing_contract(tiny, tmp_path, capsys):
     assert f["n_sources"] == 4 and f["n_bands"] == 2 and f["n_tiles"] == 2   # 6.4" -> 192 px cores: 1 x 2
     assert f["predicted_core_s"] > 0 and f["machine"] == "local"
     assert f["here"]["workers"] == 1 and f["here"]["predicted_wall_s"] > 0
+    # the run's merge, timed on the sampled tiles, is part of the predicted wall time
+    merge = data["model"]["merge"]
+    assert merge["fixed_s"] > 0 and merge["rows_per_source"] > 0
+    here = f["here"]
+    assert here["predicted_merge_s"] >= merge["fixed_s"]
+    assert here["predicted_wall_s"] == pytest.approx(
+        here["setup_s"] + here["predicted_tiles_wall_s"] + here["predicted_merge_s"], abs=0.02)
+    assert (out / "measure" / "local-t6.4-w1x1" / "catalog.fits").exists()
     recs = data["recommendations"]
     assert recs and all(set(RECOMMENDATION_KEYS) <= set(r) for r in recs)
     assert all(isinstance(r["n_instances"], int) and r["n_instances"] >= 1 for r in recs)

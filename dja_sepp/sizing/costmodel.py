@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -197,6 +197,12 @@ class CostModel:
         The machine kind ``time`` was fitted on.
     warmup_s : float
         Imports a fresh worker does before its first tile (median measured).
+    merge_fixed_s, merge_row_s : float
+        The run's merge of the tile catalogs (on the client, after the tiles):
+        seconds of any merge and per catalog row, timed on the sampled tiles.
+    rows_per_source : float
+        Catalog rows per detected source (the sample's merged rows over its
+        sources).
     """
 
     time: LinearFit
@@ -207,6 +213,9 @@ class CostModel:
     machine: str = "local"
     warmup_s: float = 0.0
     rss_fresh_mb: float | None = None
+    merge_fixed_s: float = 0.0
+    merge_row_s: float = 0.0
+    rows_per_source: float = 1.0
 
     @classmethod
     def fit(cls, rows: Sequence[Mapping[str, Any]]) -> "CostModel":
@@ -260,6 +269,22 @@ class CostModel:
         fresh = self.rss_base_mb if self.rss_fresh_mb is None else self.rss_fresh_mb
         return np.maximum(self.rss_base_mb, fresh + threads * self.memory.predict(tiles))
 
+    def with_merge(self, timings: Sequence[tuple[int, float]], rows_per_source: float) -> "CostModel":
+        """This model with the merge's cost fitted to ``(rows, seconds)``
+        timings: a line through them (one timing: all of it fixed)."""
+        rows = np.array([t[0] for t in timings], float)
+        sec = np.array([t[1] for t in timings], float)
+        per_row = 0.0
+        if len(rows) > 1 and np.ptp(rows) > 0:
+            per_row = max(float(np.polyfit(rows, sec, 1)[0]), 0.0)
+        fixed = max(float(np.min(sec - per_row * rows)), 0.0) if len(rows) else 0.0
+        return replace(self, merge_fixed_s=fixed, merge_row_s=per_row,
+                       rows_per_source=float(rows_per_source))
+
+    def merge_s(self, n_sources: float) -> float:
+        """Predicted seconds of the run's merge for ``n_sources`` detections."""
+        return self.merge_fixed_s + self.merge_row_s * self.rows_per_source * float(n_sources)
+
     def factor(self, machine: str, workers: int, threads: int) -> float:
         """Wall / core-s factor of a setting: the measured one, else the
         measured setting with the same threads and the most workers (a full
@@ -299,7 +324,9 @@ class CostModel:
                 "rss_fresh_mb": None if self.rss_fresh_mb is None else round(self.rss_fresh_mb, 1),
                 "wall_factor": {k: round(v, 4) for k, v in self.wall_factor.items()},
                 "speed": {k: round(v, 4) for k, v in self.speed.items()},
-                "warmup_s": round(self.warmup_s, 3)}
+                "warmup_s": round(self.warmup_s, 3),
+                "merge": {"fixed_s": round(self.merge_fixed_s, 3), "per_row_s": round(self.merge_row_s, 6),
+                          "rows_per_source": round(self.rows_per_source, 3)}}
 
 
 def _base(row: Mapping[str, Any]) -> float:

@@ -245,6 +245,9 @@ def size_field(images, out, models: Sequence[str] | str | None = None, cluster: 
                          performance_report)
     cen = box["census"]
     model = CostModel.fit(rows)
+    here = next((s for s in settings if s.machine in ("local", "address")), None)
+    if here is not None:  # a run merges on its client: timed on this machine
+        model = model.with_merge(*_time_merge(here, fld, cfg, out, rows))
     sizes = sorted({s.tile_size for s in settings})
     halo = (float(cfg["fit"]["overlap_min_snr"]), halo_reach(cen, cfg["fit"]))
     tiles_by_size = {size: tile_features(cen, size, t["overlap"], t["align"], *halo) for size in sizes}
@@ -322,7 +325,7 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
         n_sources = int(st.get("n_sources", f.get("n_sources", 0)))
         n_fitted = n_sources + int(f.get("n_fitted", 0)) - int(f.get("n_sources", 0))  # + its halo's bright ones
         mpix = f.get("mpix", 0.0) * _band_share(f, n_bands)
-        rows.append({"machine": setting.machine, "tile_size_arcsec": setting.tile_size, "workers": workers,
+        rows.append({"setting": setting.label, "machine": setting.machine, "tile_size_arcsec": setting.tile_size, "workers": workers,
                      "threads": threads, "tile": tile.id, "state": st.get("state", "failed"),
                      "n_sources": n_sources, "n_bands": n_bands, "source_bands": n_sources * n_bands,
                      "n_fitted": n_fitted, "fitted_bands": n_fitted * n_bands,
@@ -335,6 +338,35 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
                      "warmup_s": round(float(sorted(warm.values())[len(warm) // 2]), 3) if warm else 0.0,
                      "reason": st.get("reason")})
     return rows
+
+
+def _time_merge(setting: Setting, fld, cfg, out: Path, rows: Sequence[dict]) -> tuple[list, float]:
+    """The run's merge timed on one setting's sampled tiles: all of them,
+    then the one with the fewest sources alone. Returns ``(rows, seconds)``
+    pairs and the catalog rows per detected source. The sample's catalog is
+    left in the setting's folder."""
+    from dataclasses import replace
+
+    from ..io.store import RunStore
+    from ..pipeline.driver import merge_run
+    from ..tiling import make_tiles
+    mine = sorted((r for r in rows if r.get("setting") == setting.label and r["state"] == "ok"),
+                  key=lambda r: r["n_sources"])
+    if not mine:
+        return [], 1.0
+    scfg = copy.deepcopy(cfg)
+    scfg["tiling"]["tile_size"] = setting.tile_size
+    t = scfg["tiling"]
+    grid = make_tiles(fld, setting.tile_size, t["overlap"], t["align"])
+    by_id = grid.by_id()
+    store = RunStore(str(out / "measure" / setting.label))
+    timings = []
+    for subset in (mine, mine[:1]):
+        t0 = time.perf_counter()
+        merged = merge_run(store, replace(grid, tiles=[by_id[r["tile"]] for r in subset]), scfg).merge
+        timings.append((merged.n_output if merged else 0, time.perf_counter() - t0))
+    sources = sum(r["n_sources"] for r in mine)
+    return timings, (timings[0][0] / sources if sources else 1.0)
 
 
 def warm_up(model: str = "sersic_rg4", options: Mapping[str, Any] | None = None) -> float:
@@ -453,11 +485,14 @@ def _field_summary(fld, cen, model: CostModel, tiles, size: float, rows, setup_s
     if here:  # the machine measured, with the layout measured there
         workers, threads = int(here[0]["workers"]), int(here[0]["threads"])
         per_tile = model.core_s(tiles) * model.factor(here[0]["machine"], workers, threads)
-        wall = setup_s + model.warmup_s + makespan(per_tile, workers * threads)
+        tiles_wall = model.warmup_s + makespan(per_tile, workers * threads)
+        merge = model.merge_s(cen.n_sources)
+        wall = setup_s + tiles_wall + merge
         rel = model.relative_error(tiles)
         field["here"] = {"workers": workers, "threads": threads, "setup_s": round(setup_s, 2),
                          "warmup_s": round(model.warmup_s, 2),
-                         "predicted_tiles_wall_s": round(wall - setup_s, 2),
+                         "predicted_tiles_wall_s": round(tiles_wall, 2),
+                         "predicted_merge_s": round(merge, 2),
                          "predicted_wall_s": round(wall, 2),
-                         "predicted_wall_s_err": None if rel != rel else round((wall - setup_s) * rel, 2)}
+                         "predicted_wall_s_err": None if rel != rel else round(tiles_wall * rel, 2)}
     return field

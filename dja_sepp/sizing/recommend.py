@@ -70,9 +70,10 @@ def evaluate(model: CostModel, tiles: Sequence[Mapping[str, Any]], inst: Instanc
     sched = prices.scheduler_price(market)
     most = min(int(sizing["max_instances"]), max(1, math.ceil(len(per_tile) / slots)))
     target = sizing.get("target_hours")
+    fixed = setup_s + startup + model.warmup_s + model.merge_s(sum(t.get("n_sources", 0) for t in tiles))
     best = None
     for n in range(1, most + 1):
-        wall = setup_s + startup + model.warmup_s + makespan(per_tile, n * slots)
+        wall = fixed + makespan(per_tile, n * slots)
         cost = (n * price + sched) * wall / 3600.0
         meets = target is None or wall / 3600.0 <= float(target)
         key = (not meets, cost if meets or target is None else wall, wall)
@@ -80,7 +81,7 @@ def evaluate(model: CostModel, tiles: Sequence[Mapping[str, Any]], inst: Instanc
             best = (key, n, wall, cost, meets)
     _, n, wall, cost, meets = best
     rel = model.relative_error(tiles)
-    compute = wall - setup_s - startup - model.warmup_s
+    compute = wall - fixed
     wall_err = compute * rel if np.isfinite(rel) else float("nan")
     return {"instance_type": inst.name, "workers": int(workers), "threads": int(threads),
             "tile_size_arcsec": float(tile_size), "n_instances": int(n),
