@@ -214,10 +214,14 @@ def test_recommendations_meet_the_target_and_are_ranked_by_cost():
 
 def test_the_merge_is_a_line_through_its_timings_and_adds_to_every_wall_time():
     model = CostModel.fit(_rows(12))
-    line = model.with_merge([(1000, 3.0), (100, 1.2)], rows_per_source=1.5)
-    assert line.merge_row_s == pytest.approx(0.002) and line.merge_fixed_s == pytest.approx(1.0)
-    assert line.merge_s(1000) == pytest.approx(1.0 + 0.002 * 1500)
-    assert line.to_dict()["merge"]["fixed_s"] == pytest.approx(1.0)
+    # cold, then warm: a line through the warm timings, the cold excess paid once
+    line = model.with_merge([(100, 2.2), (1000, 3.0), (100, 1.2)], rows_per_source=1.5)
+    assert line.merge_row_s == pytest.approx(0.002) and line.merge_fixed_s == pytest.approx(1.0 + 1.0)
+    assert line.merge_s(1000) == pytest.approx(2.0 + 0.002 * 1500)
+    assert line.to_dict()["merge"]["fixed_s"] == pytest.approx(2.0)
+    # rows spanning less than min_span: timing noise, all of it fixed
+    flat = model.with_merge([(3, 1.5), (40, 1.1), (3, 0.9)], rows_per_source=1.0)
+    assert flat.merge_row_s == 0.0 and flat.merge_fixed_s == pytest.approx(1.0 + 0.5)
     one = model.with_merge([(50, 2.0)], rows_per_source=1.0)   # one timing: all of it fixed
     assert one.merge_row_s == 0.0 and one.merge_s(10 ** 6) == pytest.approx(2.0)
     sizing, prices, tiles = load_config()["sizing"], load_prices(), {60.0: _field()}

@@ -269,15 +269,24 @@ class CostModel:
         fresh = self.rss_base_mb if self.rss_fresh_mb is None else self.rss_fresh_mb
         return np.maximum(self.rss_base_mb, fresh + threads * self.memory.predict(tiles))
 
-    def with_merge(self, timings: Sequence[tuple[int, float]], rows_per_source: float) -> "CostModel":
-        """This model with the merge's cost fitted to ``(rows, seconds)``
-        timings: a line through them (one timing: all of it fixed)."""
-        rows = np.array([t[0] for t in timings], float)
-        sec = np.array([t[1] for t in timings], float)
+    def with_merge(self, timings: Sequence[tuple[int, float]], rows_per_source: float,
+                   min_span: int = 100) -> "CostModel":
+        """This model with the merge's cost from ``(rows, seconds)`` timings,
+        the first one cold (first-use costs, paid once by a run): a line
+        through the warm ones when their rows span ``min_span`` or more
+        (fewer: timing noise, not rows; all of it fixed), plus the cold
+        excess. One timing: all of it fixed."""
+        if not timings:
+            return replace(self, rows_per_source=float(rows_per_source))
+        warm = timings[1:] or timings
+        rows = np.array([t[0] for t in warm], float)
+        sec = np.array([t[1] for t in warm], float)
         per_row = 0.0
-        if len(rows) > 1 and np.ptp(rows) > 0:
+        if np.ptp(rows) >= min_span:
             per_row = max(float(np.polyfit(rows, sec, 1)[0]), 0.0)
-        fixed = max(float(np.min(sec - per_row * rows)), 0.0) if len(rows) else 0.0
+        fixed = max(float(np.median(sec - per_row * rows)), 0.0)
+        cold_rows, cold_s = timings[0]
+        fixed += max(cold_s - (fixed + per_row * cold_rows), 0.0)
         return replace(self, merge_fixed_s=fixed, merge_row_s=per_row,
                        rows_per_source=float(rows_per_source))
 
