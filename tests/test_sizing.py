@@ -214,18 +214,21 @@ def test_recommendations_meet_the_target_and_are_ranked_by_cost():
 
 def test_the_merge_is_a_line_through_its_timings_and_adds_to_every_wall_time():
     model = CostModel.fit(_rows(12))
-    # cold, then warm: a line through the warm timings, the cold excess paid once
-    line = model.with_merge([(100, 2.2), (1000, 3.0), (100, 1.2)], rows_per_source=1.5)
-    assert line.merge_row_s == pytest.approx(0.002) and line.merge_fixed_s == pytest.approx(1.0 + 1.0)
-    assert line.merge_s(1000) == pytest.approx(2.0 + 0.002 * 1500)
-    assert line.to_dict()["merge"]["fixed_s"] == pytest.approx(2.0)
-    # rows spanning less than min_span: timing noise, all of it fixed
-    flat = model.with_merge([(3, 1.5), (40, 1.1), (3, 0.9)], rows_per_source=1.0)
-    assert flat.merge_row_s == 0.0 and flat.merge_fixed_s == pytest.approx(1.0 + 0.5)
-    one = model.with_merge([(50, 2.0)], rows_per_source=1.0)   # one timing: all of it fixed
-    assert one.merge_row_s == 0.0 and one.merge_s(10 ** 6) == pytest.approx(2.0)
+    # cold, then warm: fixed + per tile + per row through the warm timings, the cold excess paid once
+    timings = [(1, 100, 2.3), (1, 100, 1.3), (1, 600, 2.3), (3, 900, 3.1)]
+    line = model.with_merge(timings, rows_per_source=1.5)
+    assert line.merge_row_s == pytest.approx(0.002) and line.merge_tile_s == pytest.approx(0.1)
+    assert line.merge_fixed_s == pytest.approx(1.0 + 1.0)
+    assert line.merge_s(10, 1000) == pytest.approx(2.0 + 0.1 * 10 + 0.002 * 1500)
+    assert line.to_dict()["merge"]["per_tile_s"] == pytest.approx(0.1)
+    # rows spanning less than min_span: timing noise, no row term
+    flat = model.with_merge([(1, 3, 1.5), (1, 3, 0.9), (1, 40, 0.9), (3, 60, 1.1)], rows_per_source=1.0)
+    assert flat.merge_row_s == 0.0 and flat.merge_tile_s == pytest.approx(0.1)
+    assert flat.merge_fixed_s == pytest.approx(0.8 + 0.6)
+    one = model.with_merge([(1, 50, 2.0)], rows_per_source=1.0)   # one timing: all of it fixed
+    assert one.merge_row_s == one.merge_tile_s == 0.0 and one.merge_s(100, 10 ** 6) == pytest.approx(2.0)
     sizing, prices, tiles = load_config()["sizing"], load_prices(), {60.0: _field()}
-    slow = model.with_merge([(0, 360.0)], rows_per_source=1.0)
+    slow = model.with_merge([(1, 0, 360.0)], rows_per_source=1.0)
     plain = {(r["instance_type"], r["workers"]): r for r in recommend(model, tiles, prices, sizing)}
     for r in recommend(slow, tiles, prices, sizing):
         base = plain[(r["instance_type"], r["workers"])]

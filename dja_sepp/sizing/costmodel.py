@@ -197,9 +197,10 @@ class CostModel:
         The machine kind ``time`` was fitted on.
     warmup_s : float
         Imports a fresh worker does before its first tile (median measured).
-    merge_fixed_s, merge_row_s : float
+    merge_fixed_s, merge_tile_s, merge_row_s : float
         The run's merge of the tile catalogs (on the client, after the tiles):
-        seconds of any merge and per catalog row, timed on the sampled tiles.
+        seconds of any merge, per tile and per catalog row, timed on the
+        sampled tiles.
     rows_per_source : float
         Catalog rows per detected source (the sample's merged rows over its
         sources).
@@ -214,6 +215,7 @@ class CostModel:
     warmup_s: float = 0.0
     rss_fresh_mb: float | None = None
     merge_fixed_s: float = 0.0
+    merge_tile_s: float = 0.0
     merge_row_s: float = 0.0
     rows_per_source: float = 1.0
 
@@ -269,30 +271,38 @@ class CostModel:
         fresh = self.rss_base_mb if self.rss_fresh_mb is None else self.rss_fresh_mb
         return np.maximum(self.rss_base_mb, fresh + threads * self.memory.predict(tiles))
 
-    def with_merge(self, timings: Sequence[tuple[int, float]], rows_per_source: float,
+    def with_merge(self, timings: Sequence[tuple[int, int, float]], rows_per_source: float,
                    min_span: int = 100) -> "CostModel":
-        """This model with the merge's cost from ``(rows, seconds)`` timings,
-        the first one cold (first-use costs, paid once by a run): a line
-        through the warm ones when their rows span ``min_span`` or more
-        (fewer: timing noise, not rows; all of it fixed), plus the cold
-        excess. One timing: all of it fixed."""
+        """This model with the merge's cost fitted to ``(tiles, rows,
+        seconds)`` timings, the first one cold (first-use costs, paid once by
+        a run): seconds = fixed + per tile + per row by least squares on the
+        warm ones (the row term only when their rows span ``min_span`` or
+        more: below that it is timing noise; a negative term is dropped),
+        plus the cold excess in the fixed part."""
         if not timings:
             return replace(self, rows_per_source=float(rows_per_source))
-        warm = timings[1:] or timings
-        rows = np.array([t[0] for t in warm], float)
-        sec = np.array([t[1] for t in warm], float)
-        per_row = 0.0
-        if np.ptp(rows) >= min_span:
-            per_row = max(float(np.polyfit(rows, sec, 1)[0]), 0.0)
-        fixed = max(float(np.median(sec - per_row * rows)), 0.0)
-        cold_rows, cold_s = timings[0]
-        fixed += max(cold_s - (fixed + per_row * cold_rows), 0.0)
-        return replace(self, merge_fixed_s=fixed, merge_row_s=per_row,
+        warm = np.array(timings[1:] or timings, float)
+        x, sec = warm[:, :2], warm[:, 2]      # columns: tiles, rows
+        cols = [c for c in (0, 1) if np.ptp(x[:, c]) >= (1 if c == 0 else min_span)]
+        coef = np.zeros(2)
+        while cols:
+            a = np.column_stack([np.ones(len(sec)), x[:, cols]])
+            sol = np.linalg.lstsq(a, sec, rcond=None)[0][1:]
+            if sol.min() >= 0:
+                coef[cols] = sol
+                break
+            cols.pop(int(np.argmin(sol)))
+        fixed = max(float(np.median(sec - x @ coef)), 0.0)
+        cold_tiles, cold_rows, cold_s = timings[0]
+        fixed += max(cold_s - fixed - coef[0] * cold_tiles - coef[1] * cold_rows, 0.0)
+        return replace(self, merge_fixed_s=fixed, merge_tile_s=float(coef[0]), merge_row_s=float(coef[1]),
                        rows_per_source=float(rows_per_source))
 
-    def merge_s(self, n_sources: float) -> float:
-        """Predicted seconds of the run's merge for ``n_sources`` detections."""
-        return self.merge_fixed_s + self.merge_row_s * self.rows_per_source * float(n_sources)
+    def merge_s(self, n_tiles: int, n_sources: float) -> float:
+        """Predicted seconds of the run's merge of ``n_tiles`` tiles holding
+        ``n_sources`` detections."""
+        return (self.merge_fixed_s + self.merge_tile_s * n_tiles
+                + self.merge_row_s * self.rows_per_source * float(n_sources))
 
     def factor(self, machine: str, workers: int, threads: int) -> float:
         """Wall / core-s factor of a setting: the measured one, else the
@@ -334,7 +344,8 @@ class CostModel:
                 "wall_factor": {k: round(v, 4) for k, v in self.wall_factor.items()},
                 "speed": {k: round(v, 4) for k, v in self.speed.items()},
                 "warmup_s": round(self.warmup_s, 3),
-                "merge": {"fixed_s": round(self.merge_fixed_s, 3), "per_row_s": round(self.merge_row_s, 6),
+                "merge": {"fixed_s": round(self.merge_fixed_s, 3), "per_tile_s": round(self.merge_tile_s, 4),
+                          "per_row_s": round(self.merge_row_s, 6),
                           "rows_per_source": round(self.rows_per_source, 3)}}
 
 

@@ -343,9 +343,9 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
 def _time_merge(setting: Setting, fld, cfg, out: Path, rows: Sequence[dict]) -> tuple[list, float]:
     """The run's merge timed on one setting's sampled tiles: the one with the
     fewest sources alone (cold: a run's client pays these first-use costs
-    too), all of them, then that one again (warm). Returns ``(rows, seconds)``
-    pairs, cold first, and the catalog rows per detected source. The sample's
-    catalog is left in the setting's folder."""
+    too), then warm: that one again, the one with the most, and all of them.
+    Returns ``(tiles, rows, seconds)``, cold first, and the catalog rows per
+    detected source. The sample's catalog is left in the setting's folder."""
     from dataclasses import replace
 
     from ..io.store import RunStore
@@ -362,12 +362,12 @@ def _time_merge(setting: Setting, fld, cfg, out: Path, rows: Sequence[dict]) -> 
     by_id = grid.by_id()
     store = RunStore(str(out / "measure" / setting.label))
     timings = []
-    for subset in (mine[:1], mine, mine[:1]):
+    for subset in (mine[:1], mine[:1], mine[-1:], mine):
         t0 = time.perf_counter()
         merged = merge_run(store, replace(grid, tiles=[by_id[r["tile"]] for r in subset]), scfg).merge
-        timings.append((merged.n_output if merged else 0, time.perf_counter() - t0))
+        timings.append((len(subset), merged.n_output if merged else 0, time.perf_counter() - t0))
     sources = sum(r["n_sources"] for r in mine)
-    return timings, (timings[1][0] / sources if sources else 1.0)
+    return timings, (timings[-1][1] / sources if sources else 1.0)
 
 
 def warm_up(model: str = "sersic_rg4", options: Mapping[str, Any] | None = None) -> float:
@@ -487,7 +487,7 @@ def _field_summary(fld, cen, model: CostModel, tiles, size: float, rows, setup_s
         workers, threads = int(here[0]["workers"]), int(here[0]["threads"])
         per_tile = model.core_s(tiles) * model.factor(here[0]["machine"], workers, threads)
         tiles_wall = model.warmup_s + makespan(per_tile, workers * threads)
-        merge = model.merge_s(cen.n_sources)
+        merge = model.merge_s(len(tiles), cen.n_sources)
         wall = setup_s + tiles_wall + merge
         rel = model.relative_error(tiles)
         field["here"] = {"workers": workers, "threads": threads, "setup_s": round(setup_s, 2),
