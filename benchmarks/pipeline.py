@@ -52,7 +52,7 @@ def worker_peak_rss_mb() -> float:
 
 
 def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin2: float,
-             correlated_noise: float | None, bands=BANDS):
+             correlated_noise: float | None, bands=BANDS, bulge_disk_fraction: float = 0.25):
     """A crowded demo-like field (with galaxies on the tile borders) and its tiling.
 
     Stars: ``stars_per_arcmin2`` (at least 8, so the PSF step has >= 5 usable
@@ -65,7 +65,8 @@ def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin
     t0 = time.perf_counter()
     sim = simulate_field(out, field="bench", size_arcsec=size, bands=tuple(bands), density=density,
                          n_stars=n_stars, bright_stars=max(1, n_stars // 4), seed=seed,
-                         extra_positions=border_positions(size), correlated_noise=correlated_noise)
+                         extra_positions=border_positions(size), correlated_noise=correlated_noise,
+                         bulge_disk_fraction=bulge_disk_fraction)
     return sim, demo_tiling(size), time.perf_counter() - t0
 
 
@@ -163,11 +164,11 @@ def crowded(args) -> dict:
     """Simulate, run, score: the default benchmark."""
     from astropy.table import Table
 
-    from dja_sepp.sim.score import format_score, score_catalog
+    from dja_sepp.sim.score import format_score, score_bulge_disk, score_catalog
     out = Path(args.out)
     cn = args.correlated_noise or None
     sim, tiling, t_sim = simulate(out / "images", args.size, args.density, args.seed, args.stars, cn,
-                                  args.bands.split(","))
+                                  args.bands.split(","), args.bulge_disk_fraction)
     if args.tile_size:  # e.g. the whole field as one 2' tile (memory of a DJA-sized tile)
         tiling = {**tiling, "tile_size": args.tile_size}
     truth = Table.read(sim.truth_path)
@@ -185,13 +186,19 @@ def crowded(args) -> dict:
     fits_only = score_catalog(cat, truth)   # sum of the rows' FIT_DURATION
     print(f"core-s per true object-band: whole run {whole.core_s_per_true_band:.3f}, tile tasks "
           f"{tiles_only.core_s_per_true_band:.3f}, row fits {fits_only.core_s_per_true_band:.3f}")
+    bd = None
+    if any(c.startswith("B/T_") for c in cat.colnames):   # a bulge + disk model: its B/T against the truth's
+        bd = score_bulge_disk(cat, truth)
+        print(bd.format())
     prof = None
     if args.profile:
         prof = profile_tile(sim.images_dir, out / "run", tiling, out / "profile")
         _print_profile(prof)
     return {"mode": "crowded", "model": args.model or "sersic_rg4", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
             "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
+            "bulge_disk_fraction": args.bulge_disk_fraction,
             "simulation_s": t_sim, "profile": prof, "run": r, "score": whole.to_dict(),
+            "bulge_disk": bd.to_dict() if bd else None,
             "core_s_per_true_band": {"whole_run": whole.core_s_per_true_band,
                                      "tile_tasks": tiles_only.core_s_per_true_band,
                                      "row_fits": fits_only.core_s_per_true_band},
@@ -242,6 +249,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="tile core side (arcsec; default: 2 x 2 tiles, 3 x 3 above 60\")")
     ap.add_argument("--psf", choices=("build", "truth"), default="build",
                     help="PSFs built by the run (default) or the simulator's true ones")
+    ap.add_argument("--bulge-disk-fraction", type=float, default=0.25,
+                    help="share of the galaxies drawn as a de Vaucouleurs bulge + exponential disk")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--profile", action="store_true",
                     help="then cProfile the busiest tile again in-process (top functions, tile.pstats)")

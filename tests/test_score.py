@@ -222,3 +222,44 @@ def test_bright_stars_and_galaxies_are_scored_apart(truth):
         assert bs.dmag_median_hi_stars == pytest.approx(-2.5 * np.log10(0.99))
         assert bs.n_hi_galaxies + bs.n_hi_stars == bs.n_hi == 40
     assert "gal" in format_score(s)
+
+
+def test_bulge_disk_score_counts_true_bulge_disks_at_high_snr_only():
+    from dja_sepp.fit.flags import FitFlag
+    from dja_sepp.sim.score import score_bulge_disk
+    truth = make_truth()
+    bd = np.asarray(truth["KIND"]) == "bulge+disk"
+    for i, b in enumerate(BANDS):
+        truth[f"BT_{b}"] = np.where(bd, 0.2 + 0.1 * i, np.nan)
+    cat = perfect_catalog(truth, scale=1.0, snr=100.0)
+    k = np.arange(len(truth))
+    # measured B/T: +0.05 on every other bulge + disk, exact on the rest; F444W all +0.1
+    cat["B/T_F277W"] = truth["BT_F277W"] + np.where(k % 2 == 0, 0.05, 0.0)
+    cat["B/T_F444W"] = truth["BT_F444W"] + 0.1
+    cat["B/T_F277W"][~bd] = 0.5   # Sersic truths: whatever the fit says, not scored
+    flags = np.zeros(len(truth), int)
+    ids = np.flatnonzero(bd)
+    flags[ids[0]] = int(FitFlag.AT_BOUND)
+    flags[ids[1]] = int(FitFlag.AT_BOUND | FitFlag.BULGE_LARGER)
+    flags[ids[2]] = int(FitFlag.ERROR)                           # left out
+    cat["FLAGS"] = flags
+    cat["BOUND_PARAMS"] = ""
+    cat["BOUND_PARAMS"] = cat["BOUND_PARAMS"].astype("U64")
+    cat["BOUND_PARAMS"][ids[0]] = "r_b=max,disk_F277W=0,disk_F444W=0"
+    cat["BOUND_PARAMS"][ids[1]] = "r_b=max"
+    faint = ids[3]                                               # S/N 20: left out
+    for b in BANDS:
+        cat[f"FLUX_MODEL_{b}_err"][faint] = cat[f"FLUX_MODEL_{b}"][faint] / 20.0
+    score = score_bulge_disk(cat, truth)
+    kept = [i for i in ids if i not in (ids[2], faint)]
+    assert score.n == len(kept) and score.reference_band == "F277W"
+    assert score.bt_median["F444W"] == pytest.approx(0.1)
+    assert score.bt_scatter["F444W"] == pytest.approx(0.0, abs=1e-12)
+    expect = np.where(np.asarray(kept) % 2 == 0, 0.05, 0.0)
+    assert score.bt_median["F277W"] == pytest.approx(np.median(expect))
+    assert score.bt_scatter["F277W"] == pytest.approx(robust_scatter(expect))
+    assert score.dmag_median["F277W"] == pytest.approx(0.0, abs=1e-9)
+    assert score.at_bound == 2 and score.bulge_larger == 1
+    assert score.at_bound_fraction == pytest.approx(2 / len(kept))
+    assert score.bounds == {"r_b=max": 2, "disk=0": 1}
+    assert "B/T scatter" in score.format() and json.dumps(score.to_dict())

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-__all__ = ["Score", "BandScore", "score_catalog", "match_one_to_one", "format_score",
-           "robust_scatter"]
+__all__ = ["Score", "BandScore", "BulgeDiskScore", "score_catalog", "score_bulge_disk",
+           "match_one_to_one", "format_score", "robust_scatter"]
 
 #: reference band for S/N cuts and completeness magnitudes, in order of preference
 _REFERENCE_BANDS = ("F277W", "F356W", "F444W", "F200W", "F150W")
@@ -363,6 +363,96 @@ def score_catalog(catalog: Table | str | Path, truth: Table | str | Path, *,
         core_seconds=cost[0], row_bands=cost[1], true_bands=cost[2],
         core_s_per_row_band=cost[3], core_s_per_true_band=cost[4],
         n_pull=int(pooled.size), pull_scatter=robust_scatter(pooled), fragment_rows=fragments)
+
+
+@dataclass
+class BulgeDiskScore:
+    """Bulge + disk fits of the true bulge + disk galaxies at high S/N.
+
+    Attributes
+    ----------
+    n : int
+        True bulge + disk galaxies matched to a bulge + disk row of S/N >
+        ``snr_min`` in the reference band, fitted without ``ERROR`` or
+        ``INSUFFICIENT_DATA``.
+    bt_scatter, bt_median : dict
+        Band -> robust scatter and median of measured - true B/T.
+    dmag_median : dict
+        Band -> median measured - true magnitude of the same galaxies.
+    at_bound, bulge_larger : int
+        Of the ``n``: rows flagged ``AT_BOUND`` and ``BULGE_LARGER``.
+    bounds : dict
+        ``BOUND_PARAMS`` entries (band names dropped) -> rows.
+    """
+
+    n: int
+    reference_band: str
+    snr_min: float
+    bt_scatter: dict = field(default_factory=dict)
+    bt_median: dict = field(default_factory=dict)
+    dmag_median: dict = field(default_factory=dict)
+    at_bound: int = 0
+    bulge_larger: int = 0
+    bounds: dict = field(default_factory=dict)
+
+    @property
+    def at_bound_fraction(self) -> float:
+        return self.at_bound / self.n if self.n else np.nan
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "at_bound_fraction": self.at_bound_fraction}
+
+    def format(self) -> str:
+        """A few readable lines."""
+        head = (f"bulge + disk truths at {self.reference_band} S/N > {self.snr_min:g}: {self.n}; "
+                f"at a bound {self.at_bound} ({self.at_bound_fraction:.0%}), bulge larger {self.bulge_larger}")
+        lines = [head] + [f"  {b:>6} B/T scatter {self.bt_scatter[b]:.3f}  median {self.bt_median[b]:+.3f}  "
+                          f"dmag {self.dmag_median[b]:+.3f}" for b in self.bt_scatter]
+        if self.bounds:
+            lines.append("  bounds: " + ", ".join(f"{k} {v}" for k, v in self.bounds.items()))
+        return "\n".join(lines)
+
+
+def score_bulge_disk(catalog: Table | str | Path, truth: Table | str | Path, *,
+                     reference_band: str | None = None, match_radius: float = 0.15,
+                     snr_min: float = 50.0) -> BulgeDiskScore:
+    """Score the ``B/T_{BAND}`` of a bulge + disk catalog against the truth's
+    ``BT_{BAND}`` (true ``KIND == bulge+disk`` only), matched one to one as
+    :func:`score_catalog` does."""
+    from collections import Counter
+
+    from ..fit.flags import FitFlag
+    cat = catalog if isinstance(catalog, Table) else Table.read(catalog)
+    tru = truth if isinstance(truth, Table) else Table.read(truth)
+    bands = [b for b in _catalog_bands(cat, tru) if f"B/T_{b}" in cat.colnames and f"BT_{b}" in tru.colnames]
+    ref = _reference_band(_catalog_bands(cat, tru), reference_band)
+    ra, dec = _positions(cat, True)
+    rows, trues, _ = match_one_to_one(ra, dec, _column(tru, "RA"), _column(tru, "DEC"), match_radius)
+    flags = np.asarray(cat["FLAGS"], int)[rows] if "FLAGS" in cat.colnames else np.zeros(len(rows), int)
+    bad = int(FitFlag.ERROR | FitFlag.INSUFFICIENT_DATA)
+    keep = ((np.asarray(tru["KIND"]).astype(str)[trues] == "bulge+disk") & (_snr(cat, ref)[rows] > snr_min)
+            & (flags & bad == 0) & np.isfinite(_column(cat, f"B/T_{ref}")[rows]))
+    rows, trues, flags = rows[keep], trues[keep], flags[keep]
+    out = BulgeDiskScore(int(keep.sum()), ref, snr_min)
+    for b in bands:
+        dbt = _column(cat, f"B/T_{b}")[rows] - _column(tru, f"BT_{b}")[trues]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dmag = -2.5 * np.log10(_column(cat, f"FLUX_MODEL_{b}")[rows] / _column(tru, f"FLUX_{b}")[trues])
+        out.bt_scatter[b], out.bt_median[b], out.dmag_median[b] = robust_scatter(dbt), _median(dbt), _median(dmag)
+    out.at_bound = int((flags & int(FitFlag.AT_BOUND) != 0).sum())
+    out.bulge_larger = int((flags & int(FitFlag.BULGE_LARGER) != 0).sum())
+    counts: Counter = Counter()
+    if "BOUND_PARAMS" in cat.colnames:
+        for text in np.asarray(cat["BOUND_PARAMS"]).astype(str)[rows]:
+            seen = set()
+            for item in filter(None, text.split(",")):
+                name, _, side = item.partition("=")
+                for b in bands:   # a component's flux bound counted once per row, whatever the band
+                    name = name.replace(f"_{b}", "")
+                seen.add(f"{name}={side}")
+            counts.update(seen)
+    out.bounds = dict(counts.most_common())
+    return out
 
 
 def format_score(score: Score) -> str:
