@@ -325,8 +325,9 @@ def _measure(setting: Setting, fld, cfg, psf_paths, out: Path, box: dict, base_g
         n_sources = int(st.get("n_sources", f.get("n_sources", 0)))
         n_fitted = n_sources + int(f.get("n_fitted", 0)) - int(f.get("n_sources", 0))  # + its halo's bright ones
         mpix = f.get("mpix", 0.0) * _band_share(f, n_bands)
-        rows.append({"setting": setting.label, "machine": setting.machine, "tile_size_arcsec": setting.tile_size, "workers": workers,
-                     "threads": threads, "tile": tile.id, "state": st.get("state", "failed"),
+        rows.append({"setting": setting.label, "machine": setting.machine,
+                     "tile_size_arcsec": setting.tile_size, "workers": workers, "threads": threads,
+                     "tile": tile.id, "state": st.get("state", "failed"),
                      "n_sources": n_sources, "n_bands": n_bands, "source_bands": n_sources * n_bands,
                      "n_fitted": n_fitted, "fitted_bands": n_fitted * n_bands,
                      "mpix": round(mpix, 4), "density": round(f.get("density", 0.0), 2),

@@ -70,7 +70,8 @@ def evaluate(model: CostModel, tiles: Sequence[Mapping[str, Any]], inst: Instanc
     sched = prices.scheduler_price(market)
     most = min(int(sizing["max_instances"]), max(1, math.ceil(len(per_tile) / slots)))
     target = sizing.get("target_hours")
-    fixed = setup_s + startup + model.warmup_s + model.merge_s(len(tiles), sum(t.get("n_sources", 0) for t in tiles))
+    merge = model.merge_s(len(tiles), sum(t.get("n_sources", 0) for t in tiles))
+    fixed = setup_s + startup + model.warmup_s + merge
     best = None
     for n in range(1, most + 1):
         wall = fixed + makespan(per_tile, n * slots)
