@@ -354,9 +354,11 @@ def test_size_command_writes_the_sizing_contract(tiny, tmp_path, capsys):
     assert f["here"]["workers"] == 1 and f["here"]["predicted_wall_s"] > 0
     # the run's merge, timed on the sampled tiles, is part of the predicted wall time
     merge = data["model"]["merge"]
-    assert merge["fixed_s"] > 0 and merge["rows_per_source"] > 0
+    # (least squares on three timings of small merges may put it all in the fixed or the per-tile part)
+    assert merge["fixed_s"] >= 0 and merge["per_tile_s"] >= 0 and merge["rows_per_source"] > 0
     here = f["here"]
-    assert here["predicted_merge_s"] >= merge["fixed_s"]
+    assert here["predicted_merge_s"] >= merge["fixed_s"] + f["n_tiles"] * merge["per_tile_s"] - 0.02
+    assert here["predicted_merge_s"] > 0
     assert here["predicted_wall_s"] == pytest.approx(
         here["setup_s"] + here["predicted_tiles_wall_s"] + here["predicted_merge_s"], abs=0.02)
     assert (out / "measure" / "local-t6.4-w1x1" / "catalog.fits").exists()
