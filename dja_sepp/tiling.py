@@ -19,7 +19,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from astropy.wcs import WCS
     from .io.field import Field
 
-__all__ = ["Tile", "TileGrid", "make_tiles", "grid_geometry"]
+__all__ = ["Tile", "TileGrid", "make_tiles", "grid_geometry", "in_slices"]
+
+
+def in_slices(x, y, window: tuple[slice, slice] | None) -> np.ndarray:
+    """Whether 0-based pixel positions lie in ``window`` (``(ys, xs)``; None:
+    everywhere), half-open at pixel edges (``start - 0.5 <= x < stop - 0.5``)
+    so a position on a border shared by two windows belongs to one."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if window is None:
+        return np.ones(np.broadcast(x, y).shape, bool)
+    ys, xs = window
+    return ((x >= xs.start - 0.5) & (x < xs.stop - 0.5)
+            & (y >= ys.start - 0.5) & (y < ys.stop - 0.5))
 
 
 @dataclass(frozen=True)
@@ -60,11 +73,7 @@ class Tile:
         Half-open on both axes (``start - 0.5 <= x < stop - 0.5``, pixel
         edges), so a position on a shared border belongs to exactly one core.
         """
-        ys, xs = self.core
-        x = np.asarray(x, dtype=float)
-        y = np.asarray(y, dtype=float)
-        return ((x >= xs.start - 0.5) & (x < xs.stop - 0.5)
-                & (y >= ys.start - 0.5) & (y < ys.stop - 0.5))
+        return in_slices(x, y, self.core)
 
     def distance_to_core_edge(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Distance (pixels) from positions inside the core to its nearest edge

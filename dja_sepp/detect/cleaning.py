@@ -37,6 +37,7 @@ class DetectionFlag(IntFlag):
     ABSORBED_FRAGMENTS = 512    # cleaning merged fragments (rings, spikes, lumps) into it
     NEAR_BRIGHT = 1024          # inside the spike / ring reach of a much brighter compact source
     WEAK_CORE = 2048            # passed the core threshold with fewer than twice its pixels
+    RESIDUAL = 4096             # found on the residual of the fitted models (hidden in a brighter source's light)
 
 
 def core_counts(snr: np.ndarray, segmap: np.ndarray, n: int, core_thresh: float) -> np.ndarray:

@@ -71,7 +71,11 @@ class Engine(abc.ABC):
             columns (``RA_MODEL``, ``FLUX_MODEL_{BAND}``, ... each with
             ``_err``) and diagnostics ``CHI2_REDUCED, N_ITER, STOP_REASON,
             FLAGS, FIT_DURATION``. A source that fails is flagged, never
-            raised.
+            raised. An engine that detects again on the residual of its
+            models (``fit.residual_detection``) appends one row per source
+            it found and puts their detection rows in
+            ``meta["RESIDUAL_SOURCES"]`` and the segmentation with their
+            segments in ``meta["RESIDUAL_SEGMAP"]``.
         """
 
     @abc.abstractmethod

@@ -10,6 +10,14 @@ models (iterative neighbour subtraction), which removes the bias from the
 wings of fainter neighbours that the first pass could not see. Windows are
 sized from the detection footprint (Kron ellipse, bbox) and the PSF.
 
+After the first pass, the residual of all models is searched for sources
+(``fit.residual_detection``, :mod:`dja_sepp.detect.residual`): faint
+neighbours that deblending left inside a brighter source would otherwise
+lend it their light. The tile core's new sources with S/N >=
+``fit.residual_min_snr`` join the second pass; those still that significant
+once fitted stay, and they and the groups whose windows hold them are fitted
+once more, each with the other's model subtracted.
+
 Before its first fit, a source whose segment's light is explained by the
 models already subtracted (a spike or ring of a star, a lump of a brighter
 galaxy) is not fitted and is flagged ``EXPLAINED``; a single source that a
@@ -31,9 +39,11 @@ from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
+from .residual_pass import ResidualPass
 from .render import BandGrid, psf_reach
 from .solver import BandData, fit_group, render_group
 from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
+from .windows import det_window, groups_holding
 
 __all__ = ["BuiltinEngine", "make_groups", "band_affine"]
 
@@ -99,7 +109,7 @@ def _reaching_the_core(groups: list[np.ndarray], sources: Table, in_core: np.nda
     core = [g for g in groups if in_core[g].any()]
     if not core:
         return []
-    wins = [_det_window(sources, g, shape, opts) for g in core]
+    wins = [det_window(sources, g, shape, opts) for g in core]
     y0, y1 = min(w[0].start for w in wins), max(w[0].stop for w in wins)
     x0, x1 = min(w[1].start for w in wins), max(w[1].stop for w in wins)
     keep = []
@@ -107,7 +117,7 @@ def _reaching_the_core(groups: list[np.ndarray], sources: Table, in_core: np.nda
         if in_core[g].any():
             keep.append(g)
             continue
-        w = _det_window(sources, g, shape, opts)
+        w = det_window(sources, g, shape, opts)
         if (w[0].start - reach < y1 and w[0].stop + reach > y0
                 and w[1].start - reach < x1 and w[1].stop + reach > x0):
             keep.append(g)
@@ -145,34 +155,47 @@ class BuiltinEngine(Engine):
         groups = _groups_to_fit(sources, in_core, opts)
         groups = _reaching_the_core(groups, sources, in_core, detection.shape, _subtraction_reach(
             affines.values(), int(opts["psf_radius"])), opts)
-        groups.sort(key=lambda g: -float(np.nansum(np.asarray(sources["FLUX_AUTO"])[g])))
         # the working images (data minus the models subtracted so far): float32
         # like the mosaics, so a 2' tile of 8 bands holds 1.6 GB less than in float64
         work = {b.band: np.array(b.sci, dtype=np.float32) for b in bands}
         state = _TileState(sources, detection, bands, work, affines, mdef, opts, out)
-        duration = np.zeros(len(sources))
+        state.in_core = in_core
         passes = max(1, int(opts["passes"]))
         progress.begin(sum(len(g) for g in groups))  # the driver's bar counts sources fitted
+        first_new = len(groups)
         for npass in range(passes):
-            for gi, rows in enumerate(groups):
-                start = time.perf_counter()
-                size = len(rows)
-                rows = state.fit_rows(gi, rows, npass)
-                if len(rows):
-                    duration[rows] += (time.perf_counter() - start) / len(rows)
-                progress.advance(size / passes)
-        out["FIT_DURATION"][:] = duration
+            state.fit_pass(groups, range(len(groups)), npass, 1.0 / passes)
+            if npass == 0 and opts["residual_detection"]:
+                rows = state.add_residual_sources()
+                groups = groups + [rows[g] for g in make_groups(
+                    state.sources[rows], int(opts["max_group_size"]), float(opts["solo_ratio"]))]
+                if passes == 1:  # the new sources still need their fit
+                    state.fit_pass(groups, range(first_new, len(groups)), 0, 0.0)
+        new = [gi for gi in range(first_new, len(groups)) if state.keep_residual(groups[gi])]
+        if new:
+            # the hosts of the new sources were refitted with them masked, the new
+            # ones then fitted on what their hosts left: once more, each with the
+            # other's model subtracted
+            again = groups_holding(groups[:first_new], state.sources, [groups[g] for g in new], detection.shape, opts)
+            state.fit_pass(groups, again + new, passes, 0.0)
+        out = state.out
+        out["FIT_DURATION"][:] = state.duration
         if state.refits_skipped:
             log.debug("%d of %d second-pass refits skipped (pixels unchanged)", state.refits_skipped,
-                      len(groups) * (max(1, int(opts["passes"])) - 1))
-        out["FLAGS"][~in_core & ~state.modelled] |= int(FitFlag.NOT_FITTED)
-        return finalize(out, sources, detection, mdef, names)
+                      len(groups) * (passes - 1))
+        out["FLAGS"][~state.in_core & ~state.modelled] |= int(FitFlag.NOT_FITTED)
+        keep = np.r_[np.ones(len(sources), bool), ~state.dropped[len(sources):]]
+        table = finalize({k: v[keep] for k, v in out.items()}, state.sources[keep], state.det, mdef, names)
+        if keep.sum() > len(sources):
+            table.meta["RESIDUAL_SOURCES"] = state.sources[keep][len(sources):]
+            table.meta["RESIDUAL_SEGMAP"] = state.det.segmap
+        return table
 
     def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:
         return render_catalog(catalog, grid, load_model(model))
 
 
-class _TileState:
+class _TileState(ResidualPass):
     """The working images of one tile and what has been fitted on them."""
 
     def __init__(self, sources, det, bands, work, affines, mdef, opts, out):
@@ -186,6 +209,22 @@ class _TileState:
         self.solutions: dict[int, tuple] = {}  # group -> (model, theta) of its last fit (warm starts)
         self.refits_skipped = 0
         self.restarts = 0   # bulge + disk fits started again from a small bulge
+        self.in_core = np.ones(len(sources), bool)
+        self.duration = np.zeros(len(sources))
+        self.dropped = np.zeros(len(sources), bool)  # residual sources too faint once fitted
+        self.fit_snr: dict[int, float] = {}  # row -> S/N of its last fit, all bands
+
+    def fit_pass(self, groups: list[np.ndarray], order, npass: int, share: float) -> None:
+        """Fit the groups ``order`` (indices into ``groups``) brightest first
+        in pass ``npass``; each group advances the progress bar by ``share``
+        of its size."""
+        flux = np.nan_to_num(np.asarray(self.sources["FLUX_AUTO"], float), nan=0.0)
+        for gi in sorted(order, key=lambda g: -float(flux[groups[g]].sum())):
+            start = time.perf_counter()
+            rows = self.fit_rows(gi, groups[gi], npass)
+            if len(rows):
+                self.duration[rows] += (time.perf_counter() - start) / len(rows)
+            progress.advance(len(groups[gi]) * share)
 
     def _unchanged(self, gi: int, data: list) -> bool:
         """True when group ``gi``'s window holds the pixels of its last fit
@@ -269,7 +308,7 @@ class _TileState:
     def _window_data(self, rows: np.ndarray) -> tuple[tuple[slice, slice], list]:
         """The group's detection window and each band's pixels over it."""
         s, det, opts = self.sources, self.det, self.opts
-        win = _det_window(s, rows, det.shape, opts)
+        win = det_window(s, rows, det.shape, opts)
         seg_ids = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[rows])
         # segments already modelled were subtracted: their pixels are usable
         done = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[self.modelled])
@@ -314,6 +353,10 @@ class _TileState:
                                                  float(opts["point_tolerance"]), self._snr(rows[0])):
                 fit, mdef = pfit, self.point
         self.solutions[gi] = (mdef, rows.copy(), fit.theta.copy())
+        for k, r in enumerate(rows):  # S/N of each member's total flux over all bands
+            f = np.array([np.sum(fit.fluxes[n][k]) for n in names])
+            e = np.array([np.sqrt(np.sum(np.asarray(fit.flux_err[n])[k] ** 2)) for n in names])
+            self.fit_snr[int(r)] = float(np.sqrt(np.nansum(np.where(e > 0, np.clip(f, 0, None) / e, 0) ** 2)))
         for k, r in enumerate(rows):
             if mdef is self.point:
                 fill_point_row(out, r, fit, names)
@@ -471,21 +514,6 @@ def _inside(theta: np.ndarray, ranges) -> np.ndarray:
                 span = np.log(r.hi / r.lo)
                 out[i, j] = np.clip(out[i, j], r.lo * np.exp(0.01 * span), r.hi * np.exp(-0.01 * span))
     return out
-
-
-def _det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
-    """Detection-frame window around a group: Kron ellipses + bboxes + margin."""
-    s = sources[rows]
-    kron = np.asarray(s["KRON_RADIUS"], float) * np.asarray(s["A_IMAGE"], float)
-    reach = np.maximum(float(opts["window_kron"]) * np.nan_to_num(kron, nan=5.0), 0.5 * float(opts["window_min"]))
-    reach = np.minimum(reach, 0.5 * float(opts["window_max"]))
-    x, y = np.asarray(s["x"], float), np.asarray(s["y"], float)
-    x_lo = min(np.min(x - reach), np.min(np.asarray(s["XMIN"]) - 3))
-    x_hi = max(np.max(x + reach), np.max(np.asarray(s["XMAX"]) + 3))
-    y_lo = min(np.min(y - reach), np.min(np.asarray(s["YMIN"]) - 3))
-    y_hi = max(np.max(y + reach), np.max(np.asarray(s["YMAX"]) + 3))
-    return (slice(int(max(0, np.floor(y_lo))), int(min(shape[0], np.ceil(y_hi) + 1))),
-            slice(int(max(0, np.floor(x_lo))), int(min(shape[1], np.ceil(x_hi) + 1))))
 
 
 def _model_reach(bd: BandData, flux: float, psf_radius: int, below: float) -> int:

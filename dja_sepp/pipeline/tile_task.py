@@ -202,12 +202,23 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
         time.sleep(debug_sleep)
     _debug_memory_hog(tile, config)
     models = list(config["fit"]["models"])
+    # how the detections were made, for the engine's detection on the residual of its models
+    det.meta["detection"] = config["detection"]
+    det.meta["core"] = tuple(slice(c.start - h.start, c.stop - h.start) for c, h in zip(tile.core, tile.halo))
+    options = dict(config["fit"])
     for i, model in enumerate(models):
         with _timed(timings, "fit"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 engine = get_engine(engine_for(config["fit"], model))  # per model (fit.model_engines)
-                fitted = engine.fit(sources, det, bands, model, options=config["fit"])
+                fitted = engine.fit(sources, det, bands, model, options=options)
+        found = fitted.meta.pop("RESIDUAL_SOURCES", None)
+        segmap = fitted.meta.pop("RESIDUAL_SEGMAP", None)
+        if found is not None:  # sources found on the residual: rows of every model's catalog
+            sources = vstack([sources, found], metadata_conflicts="silent")
+            det.segmap = segmap
+            status["n_residual_sources"] = int(np.count_nonzero(found["IN_CORE"]))
+        options["residual_detection"] = False  # the next models fit the same sources
         child_cpu = fitted.meta.pop("SUBPROCESS_CPU", None)  # an engine's own process (SE++) is not
         if child_cpu is not None:                      # in this thread's CPU time
             timings["fit_subprocess_cpu"] = timings.get("fit_subprocess_cpu", 0.0) + float(child_cpu)

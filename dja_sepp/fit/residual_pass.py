@@ -1,0 +1,101 @@
+"""The engine's pass on the residual of its models (``fit.residual_detection``).
+
+Mixed into the engine's tile state: after the first pass the residual of
+every model is searched for sources (:mod:`dja_sepp.detect.residual`); the
+core's new ones join the next pass, and those that stay significant once
+fitted are kept.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+from astropy.table import vstack
+
+from ..detect.residual import detect_residual, residual_cutout
+from ..tiling import in_slices
+from .catalog import empty_results
+from .windows import det_window
+
+__all__ = ["ResidualPass"]
+
+log = logging.getLogger(__name__)
+
+
+class ResidualPass:
+    """Methods of the engine's tile state (``sources``, ``det``, ``bands``,
+    ``work``, ``affines``, ``out``, ``opts``, ``modelled``, ...) that add the
+    sources found on the residual and drop those too faint once fitted."""
+
+    def add_residual_sources(self) -> np.ndarray:
+        """Detect on the residual of every model fitted so far; the new
+        sources of the tile core join the sources (rows after the detected
+        ones, ``FLAGS_DET`` with the ``RESIDUAL`` bit); returns their rows.
+        The detection settings are ``det.meta["detection"]`` (the shipped
+        ones when absent), the core ``det.meta["core"]`` (the whole cutout
+        when absent)."""
+        ignore = np.zeros(self.det.shape, bool)
+        for r in np.flatnonzero(~self.modelled):  # not fitted here (halo): all its light is left
+            ignore[det_window(self.sources, [r], self.det.shape, self.opts)] = True
+        residual = residual_cutout(self.det, self.bands, self.work, self.affines,
+                                   float(self.opts["residual_tolerance"]), ignore, self._point_models(),
+                                   float(self.opts["residual_point_tolerance"]))
+        if residual is None:
+            return np.zeros(0, int)
+        points = self.modelled & (self.out["MODEL"] == "point")
+        new, segmap = detect_residual(self.det, residual, self.sources, self.det.meta.get("detection"),
+                                      float(self.opts["residual_min_separation"]), points)
+        if len(new):
+            new = new[in_slices(new["x"], new["y"], self.det.meta.get("core"))
+                      & (np.nan_to_num(np.asarray(new["SNR"], float)) >= float(self.opts["residual_min_snr"]))]
+        if not len(new):
+            return np.zeros(0, int)
+        new["IN_CORE"] = np.ones(len(new), bool)
+        for col in self.sources.colnames:  # columns the detection step added (PSF_STAR, ...)
+            if col not in new.colnames:
+                new[col] = np.zeros(len(new), dtype=self.sources[col].dtype)
+        first = len(self.sources)
+        self.sources = vstack([self.sources, new[self.sources.colnames]], metadata_conflicts="silent")
+        self.detected_segmap = self.det.segmap if self.det.segmap is not None else np.zeros(segmap.shape, np.int32)
+        self.det = replace(self.det, segmap=segmap)
+        grow = empty_results(len(new), self.mdef, [b.band for b in self.bands])
+        self.out = {k: np.concatenate([v, grow[k]]) for k, v in self.out.items()}
+        extra = np.zeros(len(new), bool)
+        self.modelled, self.explained = np.r_[self.modelled, extra], np.r_[self.explained, extra]
+        self.in_core, self.duration = np.r_[self.in_core, ~extra], np.r_[self.duration, np.zeros(len(new))]
+        self.dropped = np.r_[self.dropped, extra]
+        log.debug("%d sources found on the residual", len(new))
+        return np.arange(first, len(self.sources))
+
+    def _point_models(self) -> dict[str, np.ndarray]:
+        """The subtracted point-source models, per band (float32)."""
+        out: dict[str, np.ndarray] = {}
+        for gi, models in self.models.items():
+            rows = self.solutions[gi][1]
+            if not np.all(self.out["MODEL"][rows] == "point"):
+                continue
+            for name, (sl, img) in models.items():
+                if name not in out:
+                    out[name] = np.zeros(self.work[name].shape, np.float32)
+                out[name][sl] += img
+        return out
+
+    def keep_residual(self, rows: np.ndarray) -> bool:
+        """Whether a group found on the residual stays: each member fitted with
+        S/N >= ``fit.residual_min_snr`` over all bands. Otherwise its model is
+        put back into the working images and its rows are dropped (what a
+        galaxy model leaves of a real galaxy, arms, clumps and outer disks,
+        is found there too, at low S/N)."""
+        limit = float(self.opts["residual_min_snr"])
+        if all(self.fit_snr.get(int(r), 0.0) >= limit for r in rows):
+            return True
+        gi = next((g for g, (_, r, _) in self.solutions.items() if np.array_equal(r, rows)), None)
+        if gi is not None and gi in self.models:
+            self._add(self.models.pop(gi), +1.0)
+        self.dropped[rows] = True
+        self.modelled[rows] = False
+        seg = self.det.segmap  # the merged map (the caller's is untouched): their pixels go back
+        gone = np.isin(seg, np.asarray(self.sources["SEGMENT_ID"])[rows])
+        seg[gone] = self.detected_segmap[gone]
+        return False
