@@ -110,6 +110,7 @@ SPECS: dict[str, Spec] = {
     "fit.residual_point_tolerance": _n(0),
     "fit.residual_min_separation": _n(0),
     "fit.residual_min_snr": _n(0),
+    "fit.residual_band_snr": _n(),
     "merge.match_radius": _n(0),
     "report.match_radius": _n(0, positive=True),
     "report.field_limits": Spec("map", items="number"),

@@ -199,3 +199,32 @@ def test_a_run_catalogs_the_hidden_neighbour_with_its_flag_and_takes_its_light_o
     assert given > 0.5 * new["FLUX_MODEL_F444W"]
     status = [json.loads(p.read_text()) for p in (tmp_path / "run_True" / "tiles").glob("*/status.json")]
     assert sum(s.get("n_residual_sources", 0) for s in status) == 1
+
+
+def test_a_residual_source_must_be_seen_in_two_thirds_of_the_bands():
+    from types import SimpleNamespace
+
+    from dja_sepp.fit.residual_pass import ResidualPass
+
+    def significant(snr, noise=None):
+        state = SimpleNamespace(det=SimpleNamespace(meta={"noise_correlation": noise or {}}),
+                                fit_snr={0: snr}, opts={"residual_min_snr": 5.0, "residual_band_snr": 2.5})
+        return ResidualPass._significant(state, 0)
+
+    assert significant({"F277W": 10.0, "F356W": 10.0, "F444W": 0.5})
+    assert not significant({"F277W": 0.5, "F356W": 0.5, "F444W": 9.0})     # one band only
+    assert not significant({"F277W": 2.6, "F356W": 2.6, "F444W": 2.6})     # S/N 4.5 in all
+    # flux errors times the band's correlated-noise factor
+    assert significant({"F277W": 6.0, "F356W": 6.0, "F444W": 6.0}, {"F277W": 2.0, "F356W": 2.0})
+    assert not significant({"F277W": 6.0, "F356W": 6.0, "F444W": 6.0}, {"F277W": 3.0, "F356W": 3.0})
+
+
+def test_dropped_residual_sources_leave_no_row_and_give_their_pixels_back(hidden_pairs):
+    scene, sources, _, _, _ = hidden_pairs
+    n = len(scene.truth) // 2
+    off = _fit(hidden_pairs, residual_detection=False)
+    strict = _fit(hidden_pairs, residual_band_snr=1e4)
+    assert "RESIDUAL_SOURCES" not in strict.meta and len(strict) == len(sources)
+    before = _bright_dmag(off, sources, scene.truth, n)
+    after = _bright_dmag(strict, sources, scene.truth, n)
+    assert np.all(np.abs(after - before) < 0.01), (before, after)

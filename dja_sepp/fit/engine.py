@@ -15,8 +15,9 @@ After the first pass, the residual of all models is searched for sources
 neighbours that deblending left inside a brighter source would otherwise
 lend it their light. The tile core's new sources with S/N >=
 ``fit.residual_min_snr`` join the second pass; those still that significant
-once fitted stay, and they and the groups whose windows hold them are fitted
-once more, each with the other's model subtracted.
+once fitted, and seen in most bands, stay, and they and the groups whose
+windows hold them are fitted once more, each with the other's model
+subtracted.
 
 Before its first fit, a source whose segment's light is explained by the
 models already subtracted (a spike or ring of a star, a lump of a brighter
@@ -171,13 +172,13 @@ class BuiltinEngine(Engine):
                     state.sources[rows], int(opts["max_group_size"]), float(opts["solo_ratio"]))]
                 if passes == 1:  # the new sources still need their fit
                     state.fit_pass(groups, range(first_new, len(groups)), 0, 0.0)
-        new = [gi for gi in range(first_new, len(groups)) if state.keep_residual(groups[gi])]
-        if new:
+        if len(groups) > first_new:
+            kept = [gi for gi in range(first_new, len(groups)) if state.keep_residual(groups[gi])]
             # the hosts of the new sources were refitted with them masked, the new
             # ones then fitted on what their hosts left: once more, each with the
-            # other's model subtracted
-            again = groups_holding(groups[:first_new], state.sources, [groups[g] for g in new], detection.shape, opts)
-            state.fit_pass(groups, again + new, passes, 0.0)
+            # other's model subtracted (or, for the dropped ones, their pixels back)
+            again = groups_holding(groups[:first_new], state.sources, groups[first_new:], detection.shape, opts)
+            state.fit_pass(groups, again + kept, passes, 0.0)
         out = state.out
         out["FIT_DURATION"][:] = state.duration
         if state.refits_skipped:
@@ -212,7 +213,7 @@ class _TileState(ResidualPass):
         self.in_core = np.ones(len(sources), bool)
         self.duration = np.zeros(len(sources))
         self.dropped = np.zeros(len(sources), bool)  # residual sources too faint once fitted
-        self.fit_snr: dict[int, float] = {}  # row -> S/N of its last fit, all bands
+        self.fit_snr: dict[int, dict] = {}  # row -> band -> S/N of its last fit
 
     def fit_pass(self, groups: list[np.ndarray], order, npass: int, share: float) -> None:
         """Fit the groups ``order`` (indices into ``groups``) brightest first
@@ -353,10 +354,9 @@ class _TileState(ResidualPass):
                                                  float(opts["point_tolerance"]), self._snr(rows[0])):
                 fit, mdef = pfit, self.point
         self.solutions[gi] = (mdef, rows.copy(), fit.theta.copy())
-        for k, r in enumerate(rows):  # S/N of each member's total flux over all bands
-            f = np.array([np.sum(fit.fluxes[n][k]) for n in names])
-            e = np.array([np.sqrt(np.sum(np.asarray(fit.flux_err[n])[k] ** 2)) for n in names])
-            self.fit_snr[int(r)] = float(np.sqrt(np.nansum(np.where(e > 0, np.clip(f, 0, None) / e, 0) ** 2)))
+        for k, r in enumerate(rows):  # S/N of each member's total flux per band
+            self.fit_snr[int(r)] = {n: float(np.sum(fit.fluxes[n][k]) / max(
+                np.sqrt(np.sum(np.asarray(fit.flux_err[n])[k] ** 2)), 1e-300)) for n in names}
         for k, r in enumerate(rows):
             if mdef is self.point:
                 fill_point_row(out, r, fit, names)

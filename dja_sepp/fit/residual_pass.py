@@ -68,6 +68,16 @@ class ResidualPass:
         log.debug("%d sources found on the residual", len(new))
         return np.arange(first, len(self.sources))
 
+    def _significant(self, row: int) -> bool:
+        noise = self.det.meta.get("noise_correlation") or {}
+        snr = np.array([v / float(noise.get(b, 1.0)) for b, v in self.fit_snr.get(row, {}).items()])
+        snr = snr[np.isfinite(snr)]
+        if not len(snr):
+            return False
+        total = float(np.sqrt(np.sum(np.clip(snr, 0, None) ** 2)))
+        seen = np.count_nonzero(snr >= float(self.opts["residual_band_snr"]))
+        return total >= float(self.opts["residual_min_snr"]) and seen >= np.ceil(2 * len(snr) / 3)
+
     def _point_models(self) -> dict[str, np.ndarray]:
         """The subtracted point-source models, per band (float32)."""
         out: dict[str, np.ndarray] = {}
@@ -83,12 +93,14 @@ class ResidualPass:
 
     def keep_residual(self, rows: np.ndarray) -> bool:
         """Whether a group found on the residual stays: each member fitted with
-        S/N >= ``fit.residual_min_snr`` over all bands. Otherwise its model is
-        put back into the working images and its rows are dropped (what a
-        galaxy model leaves of a real galaxy, arms, clumps and outer disks,
-        is found there too, at low S/N)."""
-        limit = float(self.opts["residual_min_snr"])
-        if all(self.fit_snr.get(int(r), 0.0) >= limit for r in rows):
+        S/N >= ``fit.residual_min_snr`` over all bands and >=
+        ``fit.residual_band_snr`` in two thirds of them (flux errors times
+        each band's noise correlation, ``det.meta["noise_correlation"]``).
+        Otherwise its model is put back into the working images and its rows
+        are dropped: what a galaxy model leaves of a real galaxy (arms,
+        clumps, outer disks, a redder bulge under a shape shared by all
+        bands) is found there too, faint or in one band only."""
+        if all(self._significant(int(r)) for r in rows):
             return True
         gi = next((g for g, (_, r, _) in self.solutions.items() if np.array_equal(r, rows)), None)
         if gi is not None and gi in self.models:

@@ -205,6 +205,7 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
     # how the detections were made, for the engine's detection on the residual of its models
     det.meta["detection"] = config["detection"]
     det.meta["core"] = tuple(slice(c.start - h.start, c.stop - h.start) for c, h in zip(tile.core, tile.halo))
+    det.meta["noise_correlation"] = noise
     options = dict(config["fit"])
     for i, model in enumerate(models):
         with _timed(timings, "fit"):
