@@ -71,9 +71,10 @@ def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin
 
 
 def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: dict,
-            model: str | None = None) -> dict:
+            model: str | None = None, settings: dict | None = None) -> dict:
     """Run the whole pipeline on a fresh LocalCluster (``model``: the fitted
-    model, default the configuration's); timings, memory, result."""
+    model, default the configuration's; ``settings``: ``section__key`` overrides
+    of the configuration); timings, memory, result."""
     from distributed import Client, LocalCluster
 
     from dja_sepp import run
@@ -82,7 +83,8 @@ def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: di
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         t0 = time.perf_counter()
         result = run(images, out, config={"tiling": tiling, "mosaic": {"enabled": False}},
-                     psfs=psfs, cluster=client, progress=False, models=[model] if model else None)
+                     psfs=psfs, cluster=client, progress=False, models=[model] if model else None,
+                     **(settings or {}))
         wall = time.perf_counter() - t0
         rss = client.run(worker_peak_rss_mb)
     t = result.timings
@@ -160,6 +162,18 @@ def _print_profile(p: dict) -> None:
             print(f"    {r['tottime']:8.2f} {r['cumtime']:8.2f} {r['calls']:>8}  {r['function']}")
 
 
+def _settings(pairs) -> dict:
+    """``section.key=value`` strings (YAML values) as ``run``'s ``section__key`` keywords."""
+    import yaml
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"--set {pair!r}: expected section.key=value")
+        out[key.replace(".", "__")] = yaml.safe_load(value)
+    return out
+
+
 def crowded(args) -> dict:
     """Simulate, run, score: the default benchmark."""
     from astropy.table import Table
@@ -175,7 +189,7 @@ def crowded(args) -> dict:
     print(f"simulated {args.size:g}\" x {args.size:g}\" ({len(truth)} true objects, "
           f"{int((truth['KIND'] == 'star').sum())} stars, correlated noise {cn}) in {t_sim:.0f} s")
     psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
-    r = one_run(sim.images_dir, out / "run", args.workers, psfs, tiling, args.model)
+    r = one_run(sim.images_dir, out / "run", args.workers, psfs, tiling, args.model, _settings(args.set))
     _print_run(r)
     if not r["n_rows"]:
         raise SystemExit("the run produced no catalog rows")
@@ -196,7 +210,7 @@ def crowded(args) -> dict:
         _print_profile(prof)
     return {"mode": "crowded", "model": args.model or "sersic_rg4", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
             "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
-            "bulge_disk_fraction": args.bulge_disk_fraction,
+            "bulge_disk_fraction": args.bulge_disk_fraction, "settings": args.set,
             "simulation_s": t_sim, "profile": prof, "run": r, "score": whole.to_dict(),
             "bulge_disk": bd.to_dict() if bd else None,
             "core_s_per_true_band": {"whole_run": whole.core_s_per_true_band,
@@ -254,6 +268,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--profile", action="store_true",
                     help="then cProfile the busiest tile again in-process (top functions, tile.pstats)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="configuration override, e.g. fit.residual_detection=false (repeatable)")
     ap.add_argument("--out", default="bench_out/pipeline")
     return ap
 
