@@ -44,7 +44,7 @@ from .residual_pass import ResidualPass
 from .render import BandGrid, psf_reach
 from .solver import BandData, fit_group, render_group
 from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
-from .windows import det_window, groups_holding
+from .windows import det_window, make_groups
 
 __all__ = ["BuiltinEngine", "make_groups", "band_affine"]
 
@@ -52,33 +52,6 @@ log = logging.getLogger(__name__)
 
 #: the ``fit:`` section of the shipped ``config/defaults.yaml`` (defaults live there only)
 DEFAULTS: dict[str, Any] = default_config()["fit"]
-
-
-def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[np.ndarray]:
-    """Row indices fitted together: one detection's deblended children when
-    there are at most ``max_size`` of them, else each child alone; a child
-    fainter than ``solo_ratio`` x the brightest of its group is fitted alone.
-
-    Joint fits cost ~(members x parameters)^2 per step; a large deblended
-    complex is cheaper and as accurate fitted source by source, brightest
-    first, each seeing its brighter neighbours subtracted and its fainter
-    ones masked (see :class:`BuiltinEngine`). A much fainter child is most
-    often a piece of its bright sibling: alone, it is tested against the
-    sibling's subtracted model before any fit.
-    """
-    parent = np.asarray(sources["PARENT_ID"]) if "PARENT_ID" in sources.colnames \
-        else np.arange(len(sources))
-    flux = np.nan_to_num(np.asarray(sources["FLUX_AUTO"], float), nan=0.0) \
-        if "FLUX_AUTO" in sources.colnames else np.ones(len(sources))
-    groups = []
-    for pid in np.unique(parent):
-        rows = np.flatnonzero(parent == pid)
-        if len(rows) > max_size:
-            groups += [np.array([r]) for r in rows]
-            continue
-        faint = flux[rows] < solo_ratio * flux[rows].max()
-        groups += ([rows[~faint]] if (~faint).any() else []) + [np.array([r]) for r in rows[faint]]
-    return groups
 
 
 def _groups_to_fit(sources: Table, in_core: np.ndarray, opts: Mapping[str, Any]) -> list[np.ndarray]:
@@ -167,18 +140,11 @@ class BuiltinEngine(Engine):
         for npass in range(passes):
             state.fit_pass(groups, range(len(groups)), npass, 1.0 / passes)
             if npass == 0 and opts["residual_detection"]:
-                rows = state.add_residual_sources()
-                groups = groups + [rows[g] for g in make_groups(
-                    state.sources[rows], int(opts["max_group_size"]), float(opts["solo_ratio"]))]
+                groups = groups + state.add_residual_sources()
                 if passes == 1:  # the new sources still need their fit
                     state.fit_pass(groups, range(first_new, len(groups)), 0, 0.0)
         if len(groups) > first_new:
-            kept = [gi for gi in range(first_new, len(groups)) if state.keep_residual(groups[gi])]
-            # the hosts of the new sources were refitted with them masked, the new
-            # ones then fitted on what their hosts left: once more, each with the
-            # other's model subtracted (or, for the dropped ones, their pixels back)
-            again = groups_holding(groups[:first_new], state.sources, groups[first_new:], detection.shape, opts)
-            state.fit_pass(groups, again + kept, passes, 0.0)
+            state.settle_residual_sources(groups, first_new, passes)
         out = state.out
         out["FIT_DURATION"][:] = state.duration
         if state.refits_skipped:

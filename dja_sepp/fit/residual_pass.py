@@ -16,7 +16,7 @@ from astropy.table import vstack
 from ..detect.residual import detect_residual, residual_cutout
 from ..tiling import in_slices
 from .catalog import empty_results
-from .windows import det_window
+from .windows import det_window, groups_holding, make_groups
 
 __all__ = ["ResidualPass"]
 
@@ -28,10 +28,10 @@ class ResidualPass:
     ``work``, ``affines``, ``out``, ``opts``, ``modelled``, ...) that add the
     sources found on the residual and drop those too faint once fitted."""
 
-    def add_residual_sources(self) -> np.ndarray:
+    def add_residual_sources(self) -> list[np.ndarray]:
         """Detect on the residual of every model fitted so far; the new
         sources of the tile core join the sources (rows after the detected
-        ones, ``FLAGS_DET`` with the ``RESIDUAL`` bit); returns their rows.
+        ones, ``FLAGS_DET`` with the ``RESIDUAL`` bit); returns their groups.
         The detection settings are ``det.meta["detection"]`` (the shipped
         ones when absent), the core ``det.meta["core"]`` (the whole cutout
         when absent)."""
@@ -42,7 +42,7 @@ class ResidualPass:
                                    float(self.opts["residual_tolerance"]), ignore, self._point_models(),
                                    float(self.opts["residual_point_tolerance"]))
         if residual is None:
-            return np.zeros(0, int)
+            return []
         points = self.modelled & (self.out["MODEL"] == "point")
         new, segmap = detect_residual(self.det, residual, self.sources, self.det.meta.get("detection"),
                                       float(self.opts["residual_min_separation"]), points)
@@ -50,7 +50,7 @@ class ResidualPass:
             new = new[in_slices(new["x"], new["y"], self.det.meta.get("core"))
                       & (np.nan_to_num(np.asarray(new["SNR"], float)) >= float(self.opts["residual_min_snr"]))]
         if not len(new):
-            return np.zeros(0, int)
+            return []
         new["IN_CORE"] = np.ones(len(new), bool)
         for col in self.sources.colnames:  # columns the detection step added (PSF_STAR, ...)
             if col not in new.colnames:
@@ -66,7 +66,19 @@ class ResidualPass:
         self.in_core, self.duration = np.r_[self.in_core, ~extra], np.r_[self.duration, np.zeros(len(new))]
         self.dropped = np.r_[self.dropped, extra]
         log.debug("%d sources found on the residual", len(new))
-        return np.arange(first, len(self.sources))
+        return [g + first for g in make_groups(new, int(self.opts["max_group_size"]),
+                                               float(self.opts["solo_ratio"]))]
+
+    def settle_residual_sources(self, groups: list[np.ndarray], first_new: int, npass: int) -> None:
+        """Keep or drop the groups found on the residual (``groups[first_new:]``,
+        fitted once), then fit their hosts (the groups whose windows hold one)
+        and the kept ones once more as pass ``npass``: the hosts were refitted
+        with the new sources masked, the new ones then fitted on what their
+        hosts left; now each sees the other's model subtracted (or, for the
+        dropped ones, gets their pixels back)."""
+        kept = [gi for gi in range(first_new, len(groups)) if self.keep_residual(groups[gi])]
+        hosts = groups_holding(groups[:first_new], self.sources, groups[first_new:], self.det.shape, self.opts)
+        self.fit_pass(groups, hosts + kept, npass, 0.0)
 
     def _significant(self, row: int) -> bool:
         noise = self.det.meta.get("noise_correlation") or {}

@@ -1,10 +1,37 @@
-"""Detection-frame windows of groups of sources."""
+"""Groups of sources fitted together, and their detection-frame windows."""
 from __future__ import annotations
 
 import numpy as np
 from astropy.table import Table
 
-__all__ = ["det_window", "groups_holding"]
+__all__ = ["make_groups", "det_window", "groups_holding"]
+
+
+def make_groups(sources: Table, max_size: int, solo_ratio: float = 0.0) -> list[np.ndarray]:
+    """Row indices fitted together: one detection's deblended children when
+    there are at most ``max_size`` of them, else each child alone; a child
+    fainter than ``solo_ratio`` x the brightest of its group is fitted alone.
+
+    Joint fits cost ~(members x parameters)^2 per step; a large deblended
+    complex is cheaper and as accurate fitted source by source, brightest
+    first, each seeing its brighter neighbours subtracted and its fainter
+    ones masked (see :class:`BuiltinEngine`). A much fainter child is most
+    often a piece of its bright sibling: alone, it is tested against the
+    sibling's subtracted model before any fit.
+    """
+    parent = np.asarray(sources["PARENT_ID"]) if "PARENT_ID" in sources.colnames \
+        else np.arange(len(sources))
+    flux = np.nan_to_num(np.asarray(sources["FLUX_AUTO"], float), nan=0.0) \
+        if "FLUX_AUTO" in sources.colnames else np.ones(len(sources))
+    groups = []
+    for pid in np.unique(parent):
+        rows = np.flatnonzero(parent == pid)
+        if len(rows) > max_size:
+            groups += [np.array([r]) for r in rows]
+            continue
+        faint = flux[rows] < solo_ratio * flux[rows].max()
+        groups += ([rows[~faint]] if (~faint).any() else []) + [np.array([r]) for r in rows[faint]]
+    return groups
 
 
 def det_window(sources, rows, shape, opts) -> tuple[slice, slice]:
