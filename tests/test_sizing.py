@@ -467,8 +467,9 @@ def test_tile_tasks_are_named_by_tile_and_queued_by_the_scheduler():
     assert tile_key("r01c02", "3f2e1a9b", 0) == "tile-r01c02-a0-3f2e1a9b"
     assert key_split(tile_key("r01c02", "3f2e1a9b", 0)) == key_split(tile_key("r10c00", "3f2e1a9b")) == "tile"
 
-    def queued(dask_scheduler):
-        return len(dask_scheduler.queued)
+    def placed(dask_scheduler):
+        """(tasks queued on the scheduler, tasks on a worker)."""
+        return len(dask_scheduler.queued), sum(len(ws.processing) for ws in dask_scheduler.workers.values())
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
@@ -476,10 +477,10 @@ def test_tile_tasks_are_named_by_tile_and_queued_by_the_scheduler():
                                      (lambda i: f"tile_r{i:02d}c00-a0-3f2e1a9b", False)):
             gate = Event(f"gate-{expect_queue}", client=client)
             futures = [client.submit(_hold, gate.name, key=naming(i), pure=False) for i in range(9)]
-            deadline = time.time() + 20
-            while time.time() < deadline and sum(len(v) for v in client.processing().values()) < 2:
+            deadline = time.time() + 20  # every task has reached the scheduler and been placed
+            while time.time() < deadline and sum(client.run_on_scheduler(placed)) < 9:
                 time.sleep(0.05)
-            held = client.run_on_scheduler(queued)
+            held = client.run_on_scheduler(placed)[0]
             gate.set()
             client.gather(futures)
             # most wait on the scheduler (a worker holds at most its threads x
