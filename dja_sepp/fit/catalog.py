@@ -53,6 +53,9 @@ def empty_results(n: int, mdef: ModelDefinition, bands) -> dict[str, np.ndarray]
         for name in _flux_names(mdef, b) + [f"pt_{b}"]:
             out[name] = np.full(n, np.nan)
             out[name + "_err"] = np.full(n, np.nan)
+        if len(mdef.components) > 1:  # the total's error and cov(first component, total)
+            out[f"tot_{b}_err"] = np.full(n, np.nan)
+            out[f"first_tot_{b}_cov"] = np.full(n, np.nan)
     return out
 
 
@@ -67,7 +70,7 @@ def fill_point_row(out, row: int, fit, bands) -> None:
     """Copy a single point-source fit into result row ``row`` of a galaxy
     model's results (``MODEL = point``; shape parameters NaN)."""
     for key in list(out):
-        if key.startswith("p_"):
+        if key.startswith(("p_", "tot_", "first_tot_")):
             out[key][row] = np.nan
     for j, key in enumerate(("x", "y")):
         out[key][row] = fit.theta[0, j]
@@ -94,6 +97,11 @@ def fill_row(out, row: int, k: int, fit, mdef: ModelDefinition, bands, blended: 
             out[name][row] = fit.fluxes[b][k, c]
             out[name + "_err"][row] = fit.flux_err[b][k, c]
         out[f"pt_{b}"][row] = out[f"pt_{b}_err"][row] = np.nan
+        if len(mdef.components) > 1 and b in fit.flux_cov:
+            cov = np.asarray(fit.flux_cov[b][k])
+            if np.isfinite(np.diag(cov)).any():  # a component held at zero flux has none: it adds none
+                out[f"tot_{b}_err"][row] = np.sqrt(max(float(np.nansum(cov)), 0.0))
+                out[f"first_tot_{b}_cov"][row] = float(np.nansum(cov[0]))
     _fill_diagnostics(out, row, fit, bands)
     out["MODEL"][row] = mdef.name
     flags = 0
@@ -229,18 +237,25 @@ def _add_fluxes(t: Table, out, mdef: ModelDefinition, bands, zp: float) -> None:
         names = _flux_names(mdef, b)
         if multi:
             total = sum(out[n] for n in names)
-            var = sum(out[n + "_err"] ** 2 for n in names)
-            t[f"FLUX_MODEL_{b}"], t[f"FLUX_MODEL_{b}_err"] = total, np.sqrt(var)
+            # with the components' covariance where the engine gave it (the
+            # bulge and disk fluxes anticorrelate: their errors alone overstate the total's)
+            naive = np.sqrt(sum(out[n + "_err"] ** 2 for n in names))
+            tot_err = out.get(f"tot_{b}_err", np.full(len(total), np.nan))
+            tot_err = np.where(np.isfinite(tot_err), tot_err, naive)
+            t[f"FLUX_MODEL_{b}"], t[f"FLUX_MODEL_{b}_err"] = total, tot_err
         for n in names:
             t[n], t[n + "_err"] = out[n], out[n + "_err"]
         for n in ([f"FLUX_MODEL_{b}"] + (names if multi else [])):
             _magnitude(t, n, zp)
         if multi:
-            bulge = out[names[0]]
+            bulge, e_b = out[names[0]], out[names[0] + "_err"]
             with np.errstate(invalid="ignore", divide="ignore"):
                 bt = bulge / total
-                bt_err = np.sqrt(((1 - bt) * out[names[0] + "_err"]) ** 2
-                                 + (bt * out[names[1] + "_err"]) ** 2) / np.abs(total)
+                naive = np.sqrt(((1 - bt) * e_b) ** 2 + (bt * out[names[1] + "_err"]) ** 2) / np.abs(total)
+                # B/T = b / T: var = (var_b - 2 bt cov(b, T) + bt^2 var_T) / T^2
+                cov_bt = out.get(f"first_tot_{b}_cov", np.full(len(total), np.nan))
+                var = (e_b ** 2 - 2 * bt * cov_bt + bt ** 2 * tot_err ** 2) / total ** 2
+                bt_err = np.where(np.isfinite(cov_bt), np.sqrt(np.clip(var, 0, None)), naive)
             t[f"B/T_{b}"], t[f"B/T_{b}_err"] = bt, bt_err
 
 

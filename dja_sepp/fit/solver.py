@@ -60,6 +60,7 @@ class GroupFit:
     chi2: float = float("nan")   # sum of squared weighted pixel residuals
     n_pix: int = 0               # pixels with weight
     objective: float = float("nan")  # chi2 + every prior's squared residual (what LM minimised)
+    flux_cov: dict = field(default_factory=dict)  # band -> (m, c, c) covariance of each member's fluxes
 
 
 class _Problem:
@@ -347,12 +348,15 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
                          for i in range(prob.m)], dtype=np.int8)
     # flux errors marginalised over the shape: conditional covariance of the
     # linear solve plus the shape covariance propagated through df/dz
-    flux_err = {b: np.sqrt(np.clip(np.diag(c + g @ cov_z @ g.T), 0, None)).reshape(prob.m, prob.c)
-                for b, (c, g) in covs.items()}
+    full = {b: c + g @ cov_z @ g.T for b, (c, g) in covs.items()}
+    flux_err = {b: np.sqrt(np.clip(np.diag(v), 0, None)).reshape(prob.m, prob.c) for b, v in full.items()}
+    # each member's own block (its components' fluxes covary: a bulge takes what its disk leaves)
+    flux_cov = {b: np.stack([v[k * prob.c:(k + 1) * prob.c, k * prob.c:(k + 1) * prob.c] for k in range(prob.m)])
+                for b, v in full.items()}
     chi2 = float(np.sum(r_pix ** 2))
     return GroupFit(th, err, fluxes, flux_err, chi2 / dof, int(result.nfev),
                     _STOP.get(result.status, str(result.status)), bool(result.status > 0),
-                    at_bound, models, chi2, n_pix, float(2.0 * result.cost))
+                    at_bound, models, chi2, n_pix, float(2.0 * result.cost), flux_cov)
 
 
 def render_group(model: ModelDefinition, theta: np.ndarray, fluxes: np.ndarray,
