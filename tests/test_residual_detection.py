@@ -24,6 +24,20 @@ def test_grid_factor_finds_aligned_grids_only():
     assert grid_factor((1.5 * eye, np.zeros(2))) is None
 
 
+def test_block_sums_of_a_model_box_land_on_their_detection_pixels():
+    from dja_sepp.detect.residual import _add_blocks
+    target = np.zeros((6, 6))
+    img = np.arange(1.0, 13.0).reshape(3, 4)          # band rows 3-5, columns 5-8 (not block-aligned)
+    _add_blocks(target, img, (slice(3, 6), slice(5, 9)), 2, 0, 0)
+    assert target.sum() == pytest.approx(img.sum())
+    assert target[1, 2] == pytest.approx(1.0)           # band (3, 5) alone: rows 2-3, columns 4-5
+    assert target[2, 2] == pytest.approx(5.0 + 9.0)     # band (4, 5) and (5, 5)
+    assert target[2, 4] == pytest.approx(8.0 + 12.0)    # band (4, 8) and (5, 8)
+    edge = np.zeros((2, 2))                             # a box partly off the grid is clipped
+    _add_blocks(edge, np.ones((4, 4)), (slice(2, 6), slice(-2, 2)), 2, 0, 0)
+    assert edge.sum() == pytest.approx(4.0) and edge[1, 0] == pytest.approx(4.0)
+
+
 def _cutout(name, sci, wht):
     return BandCutout(name, sci.astype(np.float32), wht.astype(np.float32), WCS(naxis=2), pixel_scale=0.04)
 
@@ -37,12 +51,13 @@ def test_residual_cutout_sums_blocks_and_discounts_bright_models():
     band = _cutout("F150W", work + model, np.full((20, 20), 4.0))
     ignore = np.zeros((10, 10), bool)
     ignore[0, 0] = True
+    points = {"F150W": [((slice(10, 12), slice(10, 12)), np.full((2, 2), 100.0))]}   # a star's model there
     res = residual_cutout(det, [band], {"F150W": work}, {"F150W": (2 * np.eye(2), np.array([0.5, 0.5]))},
-                          tolerance=0.1, ignore=ignore)
+                          tolerance=0.1, ignore=ignore, points=points, point_tolerance=1.0)
     assert res.sci[2, 3] == pytest.approx(4.0)            # flux of the 2 x 2 block
     assert res.sci[5, 5] == pytest.approx(0.0)
     assert res.wht[1, 1] == pytest.approx(1.0)            # 4 pixels of variance 1/4
-    assert res.wht[5, 5] == pytest.approx(1.0 / (1.0 + (0.1 * 400.0) ** 2))
+    assert res.wht[5, 5] == pytest.approx(1.0 / (1.0 + (0.1 * 400.0) ** 2 + 400.0 ** 2))
     assert res.wht[0, 0] == 0.0
     # no band on the detection grid (rotated): nothing to detect on
     rot = np.array([[0.99, -0.14], [0.14, 0.99]])

@@ -90,17 +90,14 @@ class ResidualPass:
         seen = np.count_nonzero(snr >= float(self.opts["residual_band_snr"]))
         return total >= float(self.opts["residual_min_snr"]) and seen >= np.ceil(2 * len(snr) / 3)
 
-    def _point_models(self) -> dict[str, np.ndarray]:
-        """The subtracted point-source models, per band (float32)."""
-        out: dict[str, np.ndarray] = {}
+    def _point_models(self) -> dict[str, list]:
+        """The subtracted point-source models: band -> [(slices, image), ...]."""
+        out: dict[str, list] = {}
         for gi, models in self.models.items():
             rows = self.solutions[gi][1]
-            if not np.all(self.out["MODEL"][rows] == "point"):
-                continue
-            for name, (sl, img) in models.items():
-                if name not in out:
-                    out[name] = np.zeros(self.work[name].shape, np.float32)
-                out[name][sl] += img
+            if np.all(self.out["MODEL"][rows] == "point"):
+                for name, (sl, img) in models.items():
+                    out.setdefault(name, []).append((sl, img))
         return out
 
     def keep_residual(self, rows: np.ndarray) -> bool:
