@@ -28,6 +28,7 @@ point`` (see :mod:`.triage`). Nothing raises for one bad source: it is flagged.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +42,7 @@ from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
 from .residual_pass import ResidualPass
+from .schedule import run_in_order
 from .render import BandGrid, psf_reach
 from .solver import BandData, fit_group, render_group
 from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
@@ -175,6 +177,9 @@ class _TileState(ResidualPass):
         self.fitted_on: dict[int, list] = {}  # group -> the pixels and weights of its last fit
         self.solutions: dict[int, tuple] = {}  # group -> (model, theta) of its last fit (warm starts)
         self.refits_skipped = 0
+        # group -> (detection pixels its fit may touch, band -> farthest subtraction beyond its window)
+        self.bounds: dict[int, tuple] = {}
+        self._count = threading.Lock()  # the counters below, when groups are fitted on threads
         self.restarts = 0   # bulge + disk fits started again from a small bulge
         self.in_core = np.ones(len(sources), bool)
         self.duration = np.zeros(len(sources))
@@ -186,12 +191,33 @@ class _TileState(ResidualPass):
         in pass ``npass``; each group advances the progress bar by ``share``
         of its size."""
         flux = np.nan_to_num(np.asarray(self.sources["FLUX_AUTO"], float), nan=0.0)
-        for gi in sorted(order, key=lambda g: -float(flux[groups[g]].sum())):
+        order = sorted(order, key=lambda g: -float(flux[groups[g]].sum()))
+
+        def fit(gi: int):
             start = time.perf_counter()
-            rows = self.fit_rows(gi, groups[gi], npass)
+            return self.fit_rows(gi, groups[gi], npass), time.perf_counter() - start
+
+        def done(gi: int, result) -> None:
+            rows, seconds = result
             if len(rows):
-                self.duration[rows] += (time.perf_counter() - start) / len(rows)
+                self.duration[rows] += seconds / len(rows)
             progress.advance(len(groups[gi]) * share)
+
+        for gi in order:
+            if gi not in self.bounds:
+                self.bounds[gi] = self.reach_bounds(groups[gi])
+        boxes = {gi: self.bounds[gi][0] for gi in order}
+        run_in_order(order, boxes, fit, done, int(self.opts["threads"]))
+
+    def reach_bounds(self, rows: np.ndarray) -> tuple[tuple[slice, slice], dict[str, int]]:
+        """The farthest (band px) the group's model is subtracted beyond its
+        window in each band (:func:`_reach_bound`) and the detection pixels
+        its fit may read or write: its window grown by that (+2 px)."""
+        win = det_window(self.sources, rows, self.det.shape, self.opts)
+        bounds = {b.band: _reach_bound(b, win, self.affines[b.band], self.opts) for b in self.bands}
+        grow = 2 + max((int(np.ceil(bounds[b.band] / np.sqrt(abs(np.linalg.det(self.affines[b.band][0])))))
+                        for b in self.bands), default=0)
+        return (slice(win[0].start - grow, win[0].stop + grow), slice(win[1].start - grow, win[1].stop + grow)), bounds
 
     def _unchanged(self, gi: int, data: list) -> bool:
         """True when group ``gi``'s window holds the pixels of its last fit
@@ -230,7 +256,8 @@ class _TileState(ResidualPass):
             # noise (and unmasked none): a refit would return the same fit
             self._add(previous, -1.0)
             self.models[gi] = previous
-            self.refits_skipped += 1
+            with self._count:
+                self.refits_skipped += 1
             return rows
         out["FLAGS"][rows] = 0
         # (copies: the data are views of the working images, which the fit's model is subtracted from)
@@ -330,8 +357,8 @@ class _TileState(ResidualPass):
                 fill_row(out, r, k, fit, mdef, names, blended=len(rows) > 1)
         subtracted = {}
         for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
-            reach = _model_reach(d, float(np.nansum(fit.fluxes[d.name])), int(opts["psf_radius"]),
-                                 float(opts["subtract_below"]))
+            reach = min(_model_reach(d, float(np.nansum(fit.fluxes[d.name])), int(opts["psf_radius"]),
+                                     float(opts["subtract_below"])), self.bounds[gi][1][d.name])
             sl, grid = _subtraction_grid(d, self.affines[d.name], self.work[d.name].shape, reach)
             img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
             self.work[d.name][sl] -= img
@@ -457,7 +484,8 @@ class _TileState(ResidualPass):
             alt[i, jb] = float(np.clip(factor * starts[i, jb], lo + 1e-3 * (hi - lo), hi))
         second = fit_group(mdef, alt, ranges, contexts, data, int(self.opts["max_iterations"]),
                            float(self.opts["tolerance"]))
-        self.restarts += 1
+        with self._count:
+            self.restarts += 1
         if second.objective < fit.objective:
             second.n_iter += fit.n_iter
             return second
@@ -500,6 +528,34 @@ def _model_reach(bd: BandData, flux: float, psf_radius: int, below: float) -> in
     sigma = float(np.median(1.0 / np.sqrt(bd.weight[good])))
     reach = psf_reach(bd.grid.psf, below * sigma / flux)
     return int(min(max(reach, half), psf_radius))
+
+
+def _reach_bound(band: BandCutout, win, affine, opts) -> int:
+    """The farthest (band px) a model fitted on the window ``win`` is
+    subtracted beyond it: :func:`_model_reach` for twice the light of the
+    window in the science image (plus 5 sigma of its sum), noise from its
+    weights.
+
+    It bounds the subtraction before the fit, from the images alone (the
+    same whatever was fitted before): groups whose bounded regions do not
+    overlap can be fitted at the same time (:mod:`.schedule`). A model
+    brighter than that puts most of its light outside its window."""
+    sl = band_box(win, affine, band.shape)
+    if sl is None:
+        return 0
+    half = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) // 2
+    psf_radius = int(opts["psf_radius"])
+    sci, wht = np.asarray(band.sci[sl], float), np.asarray(band.wht[sl], float)
+    good = (wht > 0) & np.isfinite(sci)
+    if not good.any():
+        return min(half, psf_radius)
+    sigma = float(np.median(1.0 / np.sqrt(wht[good])))
+    flux = 2.0 * (float(np.sum(sci[good])) + 5.0 * sigma * np.sqrt(np.count_nonzero(good)))
+    if flux <= 0:
+        return min(half, psf_radius)
+    psf = band.psf.stamp(x=band.origin[1] + (sl[1].start + sl[1].stop - 1) / 2.0,
+                         y=band.origin[0] + (sl[0].start + sl[0].stop - 1) / 2.0, oversampling=1)
+    return int(min(max(psf_reach(psf, float(opts["subtract_below"]) * sigma / flux), half), psf_radius))
 
 
 def _subtraction_grid(bd: BandData, affine, shape, grow: int) -> tuple[tuple[slice, slice], BandGrid]:

@@ -1,0 +1,120 @@
+"""Several threads fitting one tile's groups (``fit.threads``): the serial
+order's result, groups that touch each other never at once."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dja_sepp.fit.schedule import overlapping_earlier, run_in_order
+
+
+def _box(y0, y1, x0, x1):
+    return slice(y0, y1), slice(x0, x1)
+
+
+def test_overlapping_earlier_lists_only_earlier_boxes_that_overlap():
+    boxes = [_box(0, 10, 0, 10), _box(5, 15, 5, 15), _box(20, 30, 20, 30), _box(10, 21, 0, 21)]
+    got = overlapping_earlier(boxes)
+    assert [list(g) for g in got] == [[], [0], [], [1, 2]]  # touching edges (10 vs 10) do not overlap
+
+
+def _record(order, boxes, threads, seconds=0.15, fail=None, spans=None):
+    spans, lock, called = {} if spans is None else spans, threading.Lock(), []
+
+    def work(i):
+        if i == fail:
+            raise RuntimeError("boom")
+        start = time.perf_counter()
+        time.sleep(seconds)
+        with lock:
+            spans[i] = (start, time.perf_counter())
+        return i * 10
+
+    def done(i, result):
+        assert threading.current_thread() is threading.main_thread()
+        called.append((i, result))
+
+    run_in_order(order, boxes, work, done, threads)
+    return spans, called
+
+
+def test_groups_start_after_every_earlier_overlapping_one_and_others_run_at_once():
+    # 0 and 1 overlap; 2 overlaps neither; 3 overlaps 2 only
+    boxes = {7: _box(0, 10, 0, 10), 3: _box(5, 15, 5, 15), 9: _box(50, 60, 50, 60), 1: _box(55, 70, 55, 70)}
+    order = [7, 3, 9, 1]
+    spans, called = _record(order, boxes, threads=2)
+    assert sorted(i for i, _ in called) == sorted(order) and all(r == i * 10 for i, r in called)
+    assert spans[3][0] >= spans[7][1]  # 3 waited for 7
+    assert spans[1][0] >= spans[9][1]  # 1 waited for 9
+    assert spans[9][0] < spans[7][1]   # 9 ran while 7 ran: two threads used
+    serial, _ = _record(order, boxes, threads=1)
+    assert all(serial[b][0] >= serial[a][1] for a, b in zip(order, order[1:]))  # one after the other
+
+
+def test_a_failing_group_raises_and_starts_nothing_after_it():
+    boxes = {i: _box(0, 10, 0, 10) for i in range(4)}  # all overlap: strictly serial
+    spans: dict = {}
+    with pytest.raises(RuntimeError, match="boom"):
+        _record(range(4), boxes, threads=2, seconds=0.01, fail=1, spans=spans)
+    assert set(spans) == {0}
+
+
+galsim = pytest.importorskip("galsim")
+
+
+def test_two_threads_give_the_one_thread_catalog(monkeypatch):
+    """A crowded scene (neighbours 1.2-2.2" apart, two passes, residual
+    detection on): every column but the durations is identical with one and
+    two threads, and the two-thread run did fit groups at the same time
+    (models subtracted at most 40 px beyond their windows: in a scene this
+    small the default 150 px would make every group touch every other)."""
+    from dja_sepp.fit import engine as engine_module
+    from dja_sepp.fit.base import get_engine
+    from dja_sepp.settings import load_config
+    from dja_sepp.sim.scenes import detect_and_match, galaxy_grid, make_scene
+
+    rng = np.random.default_rng(5)
+    truth = galaxy_grid(rng, 4, 8, 45, ("F277W", "F444W"), flux_range=(15.0, 300.0))
+    truth["X_DET"] += rng.uniform(-8, 8, len(truth))
+    truth["Y_DET"] += rng.uniform(-8, 8, len(truth))
+    scene = make_scene(truth, (180, 360), {"F277W": 1, "F444W": 1}, sigma=0.02, seed=3)
+    cfg = load_config()
+    sources, _, _ = detect_and_match(scene, cfg["detection"])
+
+    widest = []
+    original = engine_module.run_in_order
+
+    def counting(order, boxes, work, done, threads):
+        running, lock = [0], threading.Lock()
+
+        def counted(i):
+            with lock:
+                running[0] += 1
+                widest.append(running[0])
+            try:
+                return work(i)
+            finally:
+                with lock:
+                    running[0] -= 1
+        return original(order, boxes, counted, done, threads)
+
+    monkeypatch.setattr(engine_module, "run_in_order", counting)
+    fits = {}
+    for threads in (1, 2):
+        widest.clear()
+        fits[threads] = get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4",
+                                                  {**cfg["fit"], "threads": threads, "psf_radius": 40})
+        assert max(widest) == threads
+    one, two = fits[1], fits[2]
+    assert len(one) == len(two) >= 20
+    for col in one.colnames:
+        if col == "FIT_DURATION":
+            continue
+        a, b = np.asarray(one[col]), np.asarray(two[col])
+        if a.dtype.kind == "f":
+            np.testing.assert_array_equal(a, b, err_msg=col)
+        else:
+            assert np.array_equal(a, b), col
