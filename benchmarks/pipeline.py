@@ -20,6 +20,10 @@ LocalCluster of single-threaded workers, PSFs built by the run unless
 ``--mode scaling`` keeps the older measurement: 1 and 2 workers on the same
 field and 2 workers on twice the area (parallel efficiency, memory flat in area).
 
+``--mode threads``: two cores on the busiest tiles of a run: one tile with
+``fit.threads`` 1 and 2 (speedup, identical catalogs), and two tiles at once
+in two threads of one process or in two processes.
+
 Usage::
 
     python benchmarks/pipeline.py                    # 60", 150/arcmin^2, 1 worker, built PSFs
@@ -36,7 +40,7 @@ import resource
 import time
 from pathlib import Path
 
-__all__ = ["worker_peak_rss_mb", "simulate", "one_run", "profile_tile", "crowded", "scaling", "main"]
+__all__ = ["worker_peak_rss_mb", "simulate", "one_run", "profile_tile", "crowded", "scaling", "threads", "main"]
 
 # the driver (PSF step, merge, profiling) is single-threaded too, as the workers are:
 # core-seconds = workers x wall only holds when no process uses more than one core
@@ -246,9 +250,94 @@ def scaling(args) -> dict:
             "rss_ratio_2x_over_1x": rss}
 
 
+def _tile_job(job) -> dict:
+    """``process_tile`` of one tile (a job of :func:`threads`: runs in a
+    thread or in a spawned process): wall and CPU seconds of its thread."""
+    from dja_sepp.deploy.env import tune_allocator
+    from dja_sepp.pipeline import process_tile
+    from dja_sepp.pipeline.driver import field_from_config
+    from dja_sepp.settings import load_config
+    from dja_sepp.tiling import make_tiles
+    images, tiling, psf_paths, tile_id, out, fit = job
+    tune_allocator()  # as every tile task does on a worker
+    cfg = load_config({"tiling": tiling, "mosaic": {"enabled": False}, "fit": fit})
+    fld = field_from_config(str(images), cfg)
+    tile = next(t for t in make_tiles(fld, tiling["tile_size"], tiling["overlap"], tiling["align"]).tiles
+                if t.id == tile_id)
+    t0, c0 = time.perf_counter(), time.thread_time()
+    status = process_tile(tile, fld, cfg, str(out), psf_paths)
+    return {"tile": tile_id, "wall": time.perf_counter() - t0, "cpu": time.thread_time() - c0,
+            "fit": status["timings"]["fit"], "n_sources": status.get("n_sources")}
+
+
+def _same_catalogs(a: Path, b: Path) -> bool:
+    """Every column but FIT_DURATION identical (NaN = NaN) in two tiles' catalogs."""
+    import numpy as np
+    from astropy.table import Table
+    ta, tb = Table.read(a), Table.read(b)
+    if ta.colnames != tb.colnames or len(ta) != len(tb):
+        return False
+    return all(np.array_equal(np.asarray(ta[c]), np.asarray(tb[c]), equal_nan=ta[c].dtype.kind == "f")
+               for c in ta.colnames if c != "FIT_DURATION")
+
+
+def threads(args) -> dict:
+    """Two cores on tiles: one tile fitted on 1 and 2 threads (``fit.threads``),
+    and two tiles at once in 2 threads of one process (a Dask worker of 2
+    threads) or in 2 processes (2 single-threaded workers)."""
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    import yaml
+    out = Path(args.out)
+    sim, tiling, _ = simulate(out / "images", args.size, args.density, args.seed, args.stars,
+                              args.correlated_noise or None, args.bands.split(","), args.bulge_disk_fraction)
+    if args.tile_size:
+        tiling = {**tiling, "tile_size": args.tile_size}
+    psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
+    r = one_run(sim.images_dir, out / "run", 1, psfs, tiling)  # the PSFs, and each tile's sources
+    run_dir = out / "run"
+    psf_paths = {b: str(run_dir / p) if not Path(p).is_absolute() and "://" not in p else p
+                 for b, p in yaml.safe_load((run_dir / "run.yaml").read_text())["run"]["psf_files"].items()}
+    counts = {d.name: json.loads((d / "status.json").read_text()).get("n_sources", 0)
+              for d in (run_dir / "tiles").iterdir() if (d / "status.json").exists()}
+    busiest = sorted(counts, key=lambda k: -counts[k])[:2]
+
+    def job(tile_id, name, fit=None):
+        return (sim.images_dir, tiling, psf_paths, tile_id, out / "threads" / name, fit or {})
+    _tile_job(job(busiest[0], "warmup"))
+    one = {n: _tile_job(job(busiest[0], f"one_{n}", {"threads": n})) for n in (1, 2)}
+    same = _same_catalogs(*(out / "threads" / f"one_{n}" / "tiles" / busiest[0] / "catalog.parquet"
+                            for n in (1, 2)))
+    t0 = time.perf_counter()
+    serial = [_tile_job(job(t, f"serial_{t}")) for t in busiest]
+    serial_wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(_tile_job, [job(t, f"threads_{t}") for t in busiest]))
+    threads_wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_tile_job, [job(t, f"procs_{t}") for t in busiest])
+    procs_wall = time.perf_counter() - t0
+    rows = {"one_tile": {"tile": busiest[0], "n_sources": one[1]["n_sources"],
+                         "fit_s": {n: one[n]["fit"] for n in (1, 2)}, "wall_s": {n: one[n]["wall"] for n in (1, 2)},
+                         "speedup": one[1]["wall"] / one[2]["wall"], "identical_catalogs": same},
+            "two_tiles": {"tiles": busiest, "serial_wall_s": serial_wall, "two_threads_wall_s": threads_wall,
+                          "two_processes_wall_s": procs_wall, "thread_speedup": serial_wall / threads_wall,
+                          "process_speedup": serial_wall / procs_wall}}
+    o, t = rows["one_tile"], rows["two_tiles"]
+    print(f"one tile ({o['tile']}, {o['n_sources']} sources): fit.threads 1 -> 2: wall {o['wall_s'][1]:.1f} -> "
+          f"{o['wall_s'][2]:.1f} s (fit {o['fit_s'][1]:.1f} -> {o['fit_s'][2]:.1f} s), speedup {o['speedup']:.2f}, "
+          f"identical catalogs: {same}")
+    print(f"two tiles: one after the other {serial_wall:.1f} s; 2 threads of one process {threads_wall:.1f} s "
+          f"(x{t['thread_speedup']:.2f}); 2 processes {procs_wall:.1f} s (x{t['process_speedup']:.2f})")
+    return {"mode": "threads", "size_arcsec": args.size, "psf": args.psf, "run": r, **rows}
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=("crowded", "scaling"), default="crowded")
+    ap.add_argument("--mode", choices=("crowded", "scaling", "threads"), default="crowded")
     ap.add_argument("--size", type=float, default=60.0, help="field side, arcsec")
     ap.add_argument("--density", type=float, default=150.0,
                     help="galaxies per arcmin^2 to mag 28")
@@ -277,7 +366,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     os.environ.update(_SINGLE_THREAD)  # before numpy is imported (imports are lazy below)
-    summary = crowded(args) if args.mode == "crowded" else scaling(args)
+    summary = {"crowded": crowded, "scaling": scaling, "threads": threads}[args.mode](args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"pipeline_{args.mode}.json"

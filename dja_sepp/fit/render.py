@@ -16,6 +16,8 @@ transform), never as pixel averages (that would apply the pixel twice).
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,8 +115,17 @@ def psf_reach(psf: np.ndarray, level: float) -> int:
     loud = np.abs(psf) >= level
     if not loud.any():
         return 0
-    yy, xx = np.nonzero(loud)
-    return int(np.ceil(np.hypot(yy - psf.shape[0] // 2, xx - psf.shape[1] // 2).max()))
+    return int(np.ceil(np.sqrt(_radius2(psf.shape)[loud].max())))
+
+
+@functools.lru_cache(maxsize=16)
+def _radius2(shape: tuple[int, int]) -> np.ndarray:
+    """Squared distance of each pixel of a stamp from its centre pixel
+    (read-only; :func:`psf_reach` runs per group and band)."""
+    yy, xx = np.indices(shape)
+    r2 = ((yy - shape[0] // 2) ** 2 + (xx - shape[1] // 2) ** 2).astype(np.float64)
+    r2.flags.writeable = False
+    return r2
 
 
 def _offsets(os: int) -> np.ndarray:
