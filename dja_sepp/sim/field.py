@@ -22,7 +22,7 @@ from ..bands import is_short_wave, native_pixel_scale
 from ..psf.base import ImagePSF
 from .noise import correlated_normal, noise_correlation_factor
 from .population import add_band_fluxes, crowded_population
-from .psf import psf_image, psf_model
+from .psf import psf_image, psf_model, psf_share
 
 __all__ = ["SimulatedField", "simulate_field", "whole_field", "field_wcs", "render_sources", "ZEROPOINT",
            "DET_SCALE"]
@@ -274,7 +274,8 @@ def simulate_field(out_dir: str | Path, *, field: str = "demo", size_arcsec: flo
         sigmas[band] = float(sigma0)
         psf_path = out / "psf_truth" / f"{band}.fits"
         # 301 px: >= 99% of the light (an 81 px stamp holds only 94%; see tests)
-        ImagePSF(psf_image(band, scale, size=301), scale, 1, band).to_fits(psf_path)
+        ImagePSF(psf_image(band, scale, size=301), scale, 1, band,
+                 ee_fraction=psf_share(band, scale, 301)).to_fits(psf_path)
         psf_paths[band] = psf_path
     det_sci = np.divide(det_num, det_wht, out=np.zeros(det_shape), where=det_wht > 0)
     det_wcs = field_wcs(det_shape, DET_SCALE, 1)

@@ -11,7 +11,7 @@ from ..bands import pivot_wavelength
 from ..io.cutout import BandCutout
 from ..psf.base import ImagePSF
 from .field import field_wcs, render_sources
-from .psf import psf_image, psf_model
+from .psf import psf_image, psf_model, psf_share
 from .score import robust_scatter  # one definition (re-exported here for older callers)
 
 __all__ = ["Scene", "galaxy_grid", "bulge_disk_grid", "make_scene", "detect_and_match", "robust_scatter"]
@@ -93,7 +93,8 @@ def make_scene(truth: Table, shape, bands: dict, sigma: float, seed: int) -> Sce
         s = sigma / factor            # same surface-brightness depth on either grid
         sci = image + rng.normal(0, s, bshape)
         wht = np.full(bshape, 1 / s**2)
-        psf = ImagePSF(psf_image(band, scale, size=301 if factor == 1 else 401), scale, band=band)
+        size = 301 if factor == 1 else 401
+        psf = ImagePSF(psf_image(band, scale, size=size), scale, band=band, ee_fraction=psf_share(band, scale, size))
         cutouts.append(BandCutout(band, sci.astype(np.float32), wht.astype(np.float32),
                                   field_wcs(shape, DET_SCALE, factor), pixel_scale=scale,
                                   psf=psf, wavelength=pivot_wavelength(band)))
