@@ -325,7 +325,7 @@ def threads(args) -> dict:
                          "speedup": one[1]["wall"] / one[2]["wall"], "identical_catalogs": same},
             "two_tiles": {"tiles": busiest, "serial_wall_s": serial_wall, "two_threads_wall_s": threads_wall,
                           "two_processes_wall_s": procs_wall, "thread_speedup": serial_wall / threads_wall,
-                          "process_speedup": serial_wall / procs_wall}}
+                          "process_speedup": serial_wall / procs_wall, "serial_tiles": serial}}
     o, t = rows["one_tile"], rows["two_tiles"]
     print(f"one tile ({o['tile']}, {o['n_sources']} sources): fit.threads 1 -> 2: wall {o['wall_s'][1]:.1f} -> "
           f"{o['wall_s'][2]:.1f} s (fit {o['fit_s'][1]:.1f} -> {o['fit_s'][2]:.1f} s), speedup {o['speedup']:.2f}, "

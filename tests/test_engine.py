@@ -310,7 +310,7 @@ def test_a_model_is_subtracted_as_far_as_its_light_matters(flux, expect):
     """The subtraction reach grows with the source's flux: half its window for
     a faint one (peak 0.04 sigma here), the PSF envelope's reach above 1e-3
     sigma for a brighter one, at most the PSF stamp and ``fit.psf_radius``."""
-    from dja_sepp.fit.engine import _model_reach
+    from dja_sepp.fit.subtraction import model_reach
     from dja_sepp.fit.render import BandGrid
     from dja_sepp.fit.solver import BandData
     from dja_sepp.sim.psf import psf_image
@@ -320,15 +320,15 @@ def test_a_model_is_subtracted_as_far_as_its_light_matters(flux, expect):
     bd = BandData("F444W", BandGrid(shape, np.eye(2), np.zeros(2), psf, pad=30),
                   np.zeros(shape), np.full(shape, 1.0 / 0.01 ** 2))  # sigma 0.01 per pixel
     bd.meta_slice = (slice(100, 140), slice(200, 240))
-    reach = _model_reach(bd, flux, 150, 1e-3)
+    reach = model_reach(bd, flux, 150, 1e-3)
     if expect == "half":
         assert reach == 20
     elif expect == "between":
         assert 20 < reach < 75
-        assert _model_reach(bd, 10 * flux, 150, 1e-3) > reach
+        assert model_reach(bd, 10 * flux, 150, 1e-3) > reach
     else:
         assert reach == 107  # the stamp's corner: beyond it the PSF has no light
-        assert _model_reach(bd, flux, 60, 1e-3) == 60
+        assert model_reach(bd, flux, 60, 1e-3) == 60
 
 
 def test_a_rendered_source_reaches_as_far_as_its_light_shows(cfg):

@@ -41,10 +41,11 @@ from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
+from .render import BandGrid
 from .residual_pass import ResidualPass
 from .schedule import run_in_order
-from .render import BandGrid, psf_reach
 from .solver import BandData, fit_group, render_group
+from .subtraction import model_reach, reach_bound, subtraction_grid
 from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
 from .windows import det_window, make_groups
 
@@ -211,10 +212,10 @@ class _TileState(ResidualPass):
 
     def reach_bounds(self, rows: np.ndarray) -> tuple[tuple[slice, slice], dict[str, int]]:
         """The farthest (band px) the group's model is subtracted beyond its
-        window in each band (:func:`_reach_bound`) and the detection pixels
+        window in each band (:func:`.subtraction.reach_bound`) and the detection pixels
         its fit may read or write: its window grown by that (+2 px)."""
         win = det_window(self.sources, rows, self.det.shape, self.opts)
-        bounds = {b.band: _reach_bound(b, win, self.affines[b.band], self.opts) for b in self.bands}
+        bounds = {b.band: reach_bound(b, win, self.affines[b.band], self.opts) for b in self.bands}
         grow = 2 + max((int(np.ceil(bounds[b.band] / np.sqrt(abs(np.linalg.det(self.affines[b.band][0])))))
                         for b in self.bands), default=0)
         return (slice(win[0].start - grow, win[0].stop + grow), slice(win[1].start - grow, win[1].stop + grow)), bounds
@@ -357,9 +358,9 @@ class _TileState(ResidualPass):
                 fill_row(out, r, k, fit, mdef, names, blended=len(rows) > 1)
         subtracted = {}
         for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
-            reach = min(_model_reach(d, float(np.nansum(fit.fluxes[d.name])), int(opts["psf_radius"]),
+            reach = min(model_reach(d, float(np.nansum(fit.fluxes[d.name])), int(opts["psf_radius"]),
                                      float(opts["subtract_below"])), self.bounds[gi][1][d.name])
-            sl, grid = _subtraction_grid(d, self.affines[d.name], self.work[d.name].shape, reach)
+            sl, grid = subtraction_grid(d, self.affines[d.name], self.work[d.name].shape, reach)
             img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
             self.work[d.name][sl] -= img
             subtracted[d.name] = (sl, img)
@@ -508,67 +509,6 @@ def _inside(theta: np.ndarray, ranges) -> np.ndarray:
                 span = np.log(r.hi / r.lo)
                 out[i, j] = np.clip(out[i, j], r.lo * np.exp(0.01 * span), r.hi * np.exp(-0.01 * span))
     return out
-
-
-def _model_reach(bd: BandData, flux: float, psf_radius: int, below: float) -> int:
-    """How far beyond its window (band px) a model of total ``flux`` is
-    subtracted: up to where the PSF's envelope (its largest value at that
-    radius or beyond: spikes and rings included) times the flux falls below
-    ``below`` x the window's pixel noise, at least half the window (the
-    galaxy's own wings) and at most ``psf_radius``.
-
-    Light left beyond it is below ``below`` sigma per pixel; a fixed
-    ``psf_radius`` made the subtraction of faint sources cost as much as
-    that of the brightest star."""
-    sl = bd.meta_slice
-    half = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) // 2
-    good = bd.weight > 0
-    if not np.isfinite(flux) or flux <= 0 or not good.any():
-        return min(half, psf_radius)
-    sigma = float(np.median(1.0 / np.sqrt(bd.weight[good])))
-    reach = psf_reach(bd.grid.psf, below * sigma / flux)
-    return int(min(max(reach, half), psf_radius))
-
-
-def _reach_bound(band: BandCutout, win, affine, opts) -> int:
-    """The farthest (band px) a model fitted on the window ``win`` is
-    subtracted beyond it: :func:`_model_reach` for twice the light of the
-    window in the science image (plus 5 sigma of its sum), noise from its
-    weights.
-
-    It bounds the subtraction before the fit, from the images alone (the
-    same whatever was fitted before): groups whose bounded regions do not
-    overlap can be fitted at the same time (:mod:`.schedule`). A model
-    brighter than that puts most of its light outside its window."""
-    sl = band_box(win, affine, band.shape)
-    if sl is None:
-        return 0
-    half = max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) // 2
-    psf_radius = int(opts["psf_radius"])
-    sci, wht = np.asarray(band.sci[sl], float), np.asarray(band.wht[sl], float)
-    good = (wht > 0) & np.isfinite(sci)
-    if not good.any():
-        return min(half, psf_radius)
-    sigma = float(np.median(1.0 / np.sqrt(wht[good])))
-    flux = 2.0 * (float(np.sum(sci[good])) + 5.0 * sigma * np.sqrt(np.count_nonzero(good)))
-    if flux <= 0:
-        return min(half, psf_radius)
-    psf = band.psf.stamp(x=band.origin[1] + (sl[1].start + sl[1].stop - 1) / 2.0,
-                         y=band.origin[0] + (sl[0].start + sl[0].stop - 1) / 2.0, oversampling=1)
-    return int(min(max(psf_reach(psf, float(opts["subtract_below"]) * sigma / flux), half), psf_radius))
-
-
-def _subtraction_grid(bd: BandData, affine, shape, grow: int) -> tuple[tuple[slice, slice], BandGrid]:
-    """The fit window grown by ``grow`` (:func:`_model_reach`): the galaxy
-    and PSF wings outside the window bias fainter neighbours (0.02-0.03 mag,
-    +5 % in n on 2.5" spacings) unless subtracted too."""
-    a, t = affine
-    sl = bd.meta_slice
-    y_lo, x_lo = max(sl[0].start - grow, 0), max(sl[1].start - grow, 0)
-    y_hi, x_hi = min(sl[0].stop + grow, shape[0]), min(sl[1].stop + grow, shape[1])
-    grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]), bd.grid.psf,
-                    int(min(grow, bd.grid.psf.shape[0] // 2)))
-    return (slice(y_lo, y_hi), slice(x_lo, x_hi)), grid
 
 
 def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segments, opts):
