@@ -48,6 +48,9 @@ def fitted():
     scene.detection.segmap = segmap
     sources["IN_CORE"] = np.ones(len(sources), bool)
     table = get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4", cfg["fit"])
+    if "RESIDUAL_SOURCES" in table.meta:  # rows found on the residual follow the detected ones
+        sources = vstack([sources, table.meta["RESIDUAL_SOURCES"]], metadata_conflicts="silent")
+    assert len(sources) == len(table)
     return truth, sources, table
 
 
