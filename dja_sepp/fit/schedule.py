@@ -9,9 +9,10 @@ every earlier group that overlaps it has finished: each group then sees
 exactly the pixels it would see in the serial order, and the catalog does
 not depend on the number of threads (nor on their timing).
 
-The fits release the GIL for most of their time (FFTs, numpy, the numba
-kernels, MINPACK): two fits on two threads of one process run 1.8x as fast
-as one after the other (measured on a crowded tile).
+The fits release the GIL for about two thirds of their time (FFTs, numpy,
+the numba kernels; MINPACK's own QR and the solver's Python hold it): two
+threads fit a crowded 30" tile 1.33x as fast as one (README, "Several
+threads on one tile").
 """
 from __future__ import annotations
 
