@@ -33,7 +33,7 @@ from .energy import DEFAULTS as ENERGY
 from .energy import EnergyCurve, match_profile, measure_energy, stamp_fraction
 from .wings import share_tails
 from .stars import DEFAULTS as STAR_DEFAULTS
-from .stars import detect_reference, select_stars
+from .stars import detect_reference, point_sources, select_stars
 
 __all__ = ["build_psfs", "build_band_psf", "encircled_energy", "DEFAULTS"]
 
@@ -101,7 +101,7 @@ def _neighbour_mask(sci: np.ndarray, wht: np.ndarray) -> np.ndarray:
 
 def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = None,
                    energy: Mapping[str, Any] | bool | None = None,
-                   min_stars: int | None = None) -> ImagePSF:
+                   min_stars: int | None = None, neighbours: Table | None = None) -> ImagePSF:
     """ePSF of one band from the reference ``stars`` (RA/DEC).
 
     Parameters
@@ -116,6 +116,9 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
     min_stars : int, optional
         Fewer usable star cutouts in this band: an error (default
         ``psf.stars.min_stars``).
+    neighbours : Table, optional
+        Point sources whose light is removed before the encircled energy is
+        measured (:func:`~dja_sepp.psf.energy.measure_energy`).
 
     Returns
     -------
@@ -133,7 +136,7 @@ def build_band_psf(image, stars: Table, settings: Mapping[str, Any] | None = Non
     curve = None
     if energy is not False:
         e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
-        curve = measure_energy(image, stars, e, norm_radius=float(core // 2))
+        curve = measure_energy(image, stars, e, norm_radius=float(core // 2), neighbours=neighbours)
         if e.get("match_from") is not None:
             psf = _rebuilt(psf, match_profile(psf.data, curve, float(e["match_from"])))
         else:
@@ -244,9 +247,11 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     if ref not in field.bands:
         ref = min(field.bands, key=lambda b: abs((field.bands[b].wavelength or 2.0) - 2.0))
         log.warning("PSF reference band not in the field; using %s", ref)
-    stars = select_stars(detect_reference(field, grid, ref, pcfg.get("stars"), client), pcfg.get("stars"))
-    log.info("PSF: %d stars selected in %s", len(stars), ref)
-    built = dict(_band_psfs(field, stars, pcfg, bands, client))
+    sources = detect_reference(field, grid, ref, pcfg.get("stars"), client)
+    stars = select_stars(sources, pcfg.get("stars"))
+    neighbours = point_sources(sources, pcfg.get("stars"))
+    log.info("PSF: %d stars selected in %s (%d point sources)", len(stars), ref, len(neighbours))
+    built = dict(_band_psfs(field, stars, pcfg, bands, client, neighbours))
     if (pcfg.get("energy") or {}).get("shared_tail", ENERGY["shared_tail"]):
         _share_tails(built, {band: field.bands[band].wavelength for band in built})
     out, psfs = {}, {}
@@ -260,11 +265,12 @@ def build_psfs(field, grid, store, config: Mapping[str, Any], bands: Sequence[st
     return out
 
 
-def _band_psfs(field, stars: Table, pcfg: Mapping[str, Any], bands: Sequence[str], client):
+def _band_psfs(field, stars: Table, pcfg: Mapping[str, Any], bands: Sequence[str], client,
+               neighbours: Table | None = None):
     """(band, built PSF) for every band, in band order, each built here or
     as a Dask task, with a progress bar over the bands."""
     desc = f"PSF ({len(stars)} stars)"
-    args = [(field.bands[band], stars, pcfg) for band in bands]
+    args = [(field.bands[band], stars, pcfg, neighbours) for band in bands]
     if client is None:
         return [(band, _one_band(*a)) for band, a in zip(bar(bands, desc=desc, unit="band"), args)]
     from distributed import as_completed
@@ -275,12 +281,12 @@ def _band_psfs(field, stars: Table, pcfg: Mapping[str, Any], bands: Sequence[str
     return list(zip(bands, client.gather(futures)))
 
 
-def _one_band(image, stars: Table, pcfg: Mapping[str, Any]):
+def _one_band(image, stars: Table, pcfg: Mapping[str, Any], neighbours: Table | None = None):
     """One band's PSF: an :class:`ImagePSF`, or a :class:`_PSFExFile`."""
     min_stars = int({**STAR_DEFAULTS, **(pcfg.get("stars") or {})}["min_stars"])
     if pcfg.get("method") == "psfex":
-        return _psfex_band(image, stars, pcfg.get("psfex"), pcfg.get("energy"), min_stars)
-    return build_band_psf(image, stars, pcfg.get("builder"), pcfg.get("energy"), min_stars)
+        return _psfex_band(image, stars, pcfg.get("psfex"), pcfg.get("energy"), min_stars, neighbours)
+    return build_band_psf(image, stars, pcfg.get("builder"), pcfg.get("energy"), min_stars, neighbours)
 
 
 def _share_tails(built: dict, wavelengths: Mapping[str, float | None]) -> None:
@@ -364,7 +370,8 @@ class _PSFExFile:
         return url, psf
 
 
-def _psfex_band(image, stars: Table, settings, energy=None, min_stars: int | None = None) -> _PSFExFile:
+def _psfex_band(image, stars: Table, settings, energy=None, min_stars: int | None = None,
+                neighbours: Table | None = None) -> _PSFExFile:
     """Run PSFEx for one band: the ``.psf`` content and, from the stars'
     encircled energy, its stamp's share of the total light."""
     import tempfile
@@ -377,7 +384,7 @@ def _psfex_band(image, stars: Table, settings, energy=None, min_stars: int | Non
         curve, fraction = None, psf.ee_fraction
         if energy is not False:
             e = {**ENERGY, **(energy if isinstance(energy, Mapping) else {})}
-            curve = measure_energy(image, stars, e, norm_radius=float(shape[-1] // 2))
+            curve = measure_energy(image, stars, e, norm_radius=float(shape[-1] // 2), neighbours=neighbours)
             if e.get("match_from") is not None:
                 # the stamp's annuli follow the stars' curve of growth, as for
                 # the built-in stack: one radial factor map for every term

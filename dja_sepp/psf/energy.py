@@ -12,7 +12,10 @@ fainter stars fill what the mask took from bright stars' spikes; then what the
 scaled stack does not explain is another source); the mean surface brightness
 in exact annuli over the unmasked pixels (photutils'
 :class:`~photutils.profiles.RadialProfile`) minus the star's local background
-(outer annulus). Profiles are normalised by each star's flux within a fixed
+(outer annulus). On a star-rich field that annulus holds mostly other stars'
+wings, below any mask: the light of every point source near a star (the
+stars' 2-D stack scaled to it) is first taken off the cutouts
+(:mod:`dja_sepp.psf.starcuts`), and a curve measured again. Profiles are normalised by each star's flux within a fixed
 radius and stacked (inverse-variance weights, clipped; the error is the larger
 of the pixel noise and the scatter between stars). The stack is used out to
 its *reach*, where its S/N falls below ``snr_reach``: on a crowded field the
@@ -34,6 +37,8 @@ import numpy as np
 from astropy.table import Table
 
 from ..settings import default_config
+from .starcuts import (StarCutout, first_mask, model_stack, pixel_noise, remove_neighbours,
+                       residual_mask, star_cutouts)
 
 __all__ = ["EnergyCurve", "measure_energy", "curve_from_stack", "stamp_fraction", "match_profile", "DEFAULTS"]
 
@@ -130,134 +135,7 @@ def _edges(norm_radius: float, r_max: float, bg: tuple[float, float]) -> np.ndar
     return np.r_[edges, bg[1]]
 
 
-def _window(image, x: float, y: float, half: int):
-    """Science and weight around ``(x, y)``; pixels beyond the mosaic get zero
-    weight (partial annuli are fine: they are means over valid pixels)."""
-    ix, iy = int(round(x)), int(round(y))
-    ny, nx = image.shape
-    y0, y1, x0, x1 = iy - half, iy + half + 1, ix - half, ix + half + 1
-    sci = np.zeros((2 * half + 1,) * 2, np.float64)
-    wht = np.zeros_like(sci)
-    cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, ny), max(x0, 0), min(x1, nx)
-    if cy1 <= cy0 or cx1 <= cx0:
-        return None
-    s, w = image.read((slice(cy0, cy1), slice(cx0, cx1)))
-    sci[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = s
-    wht[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = w
-    return sci, wht, (x - x0, y - y0)
-
-
-@dataclass
-class _Star:
-    sci: np.ndarray
-    wht: np.ndarray
-    xy: tuple[float, float]
-    scale: float = 1.0
-    mask: np.ndarray | None = None
-    flux: float = 0.0
-
-
-def _load_star(image, x: float, y: float, half: int) -> _Star | None:
-    """Cutout of one star, centre refined on its peak (the catalog position
-    may be off by a fraction of a pixel)."""
-    from photutils.centroids import centroid_quadratic
-    got = _window(image, x, y, half)
-    if got is None:
-        return None
-    sci, wht, xy = got
-    ix, iy = int(round(xy[0])), int(round(xy[1]))
-    if np.any(wht[iy - 3:iy + 4, ix - 3:ix + 4] <= 0):
-        return None
-    cx, cy = centroid_quadratic(sci[iy - 3:iy + 4, ix - 3:ix + 4], fit_boxsize=5)
-    if np.isfinite(cx) and np.isfinite(cy) and np.hypot(cx + ix - 3 - xy[0], cy + iy - 3 - xy[1]) < 1.5:
-        xy = (float(cx + ix - 3), float(cy + iy - 3))
-    return _Star(sci, wht, xy, image.pixel_scale)
-
-
-def _segments(data: np.ndarray, err: np.ndarray, valid: np.ndarray, thresh: float,
-              deblend_cont: float, ellipse: float = 0.0, smooth: float = 0.0) -> np.ndarray:
-    """Segmentation map (0 = sky); with ``ellipse`` > 0 every object is also
-    covered out to ``ellipse`` times its second-moment ellipse (faint wings
-    of galaxies lie far outside their isophotes)."""
-    import sep
-    kernel = _gauss_kernel(smooth) if smooth > 0 else None
-    data = np.ascontiguousarray(np.where(valid, data, 0), dtype=np.float32)
-    objs, seg = sep.extract(data, thresh, err=np.ascontiguousarray(err, dtype=np.float32), minarea=5,
-                            segmentation_map=True, deblend_cont=deblend_cont, mask=~valid,
-                            **({"filter_kernel": kernel} if kernel is not None else {}))
-    if ellipse > 0 and len(objs):
-        cover = np.zeros(seg.shape, dtype=bool)
-        sep.mask_ellipse(cover, objs["x"], objs["y"], objs["a"], objs["b"], objs["theta"], r=ellipse)
-        seg = np.where((seg == 0) & cover, len(objs) + 1, seg)
-    return seg
-
-
-def _gauss_kernel(sigma: float) -> np.ndarray:
-    h = int(np.ceil(3 * sigma))
-    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
-    return np.exp(-0.5 * (xx ** 2 + yy ** 2) / sigma ** 2).astype(np.float32)
-
-
-def _noise(star: _Star) -> np.ndarray:
-    valid = star.wht > 0
-    return np.where(valid, 1 / np.sqrt(np.where(valid, star.wht, 1)), 0.0)
-
-
-def _first_mask(star: _Star, s: Mapping[str, Any]) -> np.ndarray:
-    """Generous mask: deblended neighbours (may include fragments of the
-    star's own spikes; only used to build the 2-D stack, where fainter stars
-    fill them in)."""
-    from scipy.ndimage import binary_dilation
-    valid = star.wht > 0
-    seg = _segments(star.sci, _noise(star), valid, float(s["neighbour_thresh"]), 0.005)
-    c = seg[int(round(star.xy[1])), int(round(star.xy[0]))]
-    return binary_dilation((seg > 0) & (seg != c), iterations=int(s["neighbour_grow"])) | ~valid
-
-
-def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    from scipy.ndimage import shift
-    return shift(img, (dy, dx), order=3, mode="constant", cval=0.0)
-
-
-def _model_stack(stars: list[_Star], norm_radius: float) -> np.ndarray:
-    """2-D stack of the stars centred on the central pixel, unit flux within
-    ``norm_radius``: inverse-variance weighted mean of the unmasked pixels."""
-    from photutils.aperture import CircularAperture
-    num = np.zeros_like(stars[0].sci)
-    den = np.zeros_like(num)
-    c = (num.shape[1] - 1) / 2.0
-    for st in stars:
-        st.flux = float(CircularAperture(st.xy, norm_radius).do_photometry(st.sci, method="exact")[0][0])
-        if st.flux <= 0:
-            continue
-        dx, dy = c - st.xy[0], c - st.xy[1]
-        good = _shift((~st.mask).astype(float), dx, dy) > 0.99
-        w = st.flux ** 2 * float(np.median(st.wht[st.wht > 0]))
-        num += np.where(good, _shift(np.where(st.mask, 0, st.sci), dx, dy) / st.flux, 0) * w
-        den += good * w
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-
-def _residual_mask(star: _Star, model: np.ndarray, s: Mapping[str, Any]) -> np.ndarray:
-    """Other sources: what the star minus the scaled stack leaves above the
-    noise (plus a tolerance of the model, so core mismatches stay unmasked)."""
-    from scipy.ndimage import binary_dilation
-    c = (model.shape[1] - 1) / 2.0
-    scaled = star.flux * _shift(model, star.xy[0] - c, star.xy[1] - c)
-    valid = star.wht > 0
-    err = np.hypot(_noise(star), float(s["model_tolerance"]) * np.abs(scaled))
-    err = np.where(valid, err, 1.0)
-    seg = _segments(star.sci - scaled, err, valid, float(s["neighbour_thresh"]), 1.0,
-                    float(s["neighbour_ellipse"]), float(s["neighbour_smooth"]))
-    mask = binary_dilation(seg > 0, iterations=int(s["neighbour_grow"]))
-    # the stars are isolated (no bright neighbour within ``psf.stars.isolation``):
-    # what is left near the core is the star's own mismatch with the stack
-    yy, xx = np.indices(mask.shape)
-    mask &= np.hypot(xx - star.xy[0], yy - star.xy[1]) > float(s["core_radius"]) / star.scale
-    return mask | ~valid
-
-
-def _background(star: _Star, r0: float, r1: float, mean: float, how) -> float:
+def _background(star: StarCutout, r0: float, r1: float, mean: float, how) -> float:
     """Local background of a star in the annulus ``[r0, r1]``: the mean or
     (``how == "median"``) a sigma-clipped median of the unmasked pixels."""
     if how != "median":
@@ -269,16 +147,22 @@ def _background(star: _Star, r0: float, r1: float, mean: float, how) -> float:
     return float(sigma_clipped_stats(pix, sigma=3.0)[1])
 
 
-def _star_profile(star: _Star, edges: np.ndarray, local_background="mean"):
+def _star_profile(star: StarCutout, edges: np.ndarray, local_background="mean", tolerance: float = 0.0):
     """Background-subtracted mean surface brightness per annulus of one star,
-    its error, and the valid area fraction per annulus."""
+    its error, and the valid area fraction per annulus. ``tolerance`` of
+    the neighbours' light removed from an annulus adds to its error: a star
+    whose background annulus held several times its own light in other
+    stars' wings weighs little, however well they were removed."""
     from photutils.profiles import RadialProfile
     if star.mask[int(round(star.xy[1])), int(round(star.xy[0]))]:
         return None
-    prof = RadialProfile(star.sci, star.xy, edges, error=_noise(star), mask=star.mask)
+    prof = RadialProfile(star.sci, star.xy, edges, error=pixel_noise(star), mask=star.mask)
     frac = np.asarray(prof.area, float) / (np.pi * np.diff(edges ** 2))
     mean = np.asarray(prof.profile, float)
     perr = np.asarray(prof.profile_error, float)
+    if star.removed is not None and tolerance > 0:
+        removed = RadialProfile(star.removed, star.xy, edges, mask=star.mask).profile
+        perr = np.hypot(perr, tolerance * np.nan_to_num(np.asarray(removed, float)))
     if frac[-1] < 0.3 or np.any(frac[:4] < 0.9):
         return None   # no background measurement, or the core is masked
     if local_background:   # the last (outer) annulus
@@ -382,7 +266,7 @@ def _reach(stack, err, edges, start: int, snr: float, r_max: float) -> int:
 
 
 def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = None,
-                   norm_radius: float = 17.0) -> EnergyCurve:
+                   norm_radius: float = 17.0, neighbours: Table | None = None) -> EnergyCurve:
     """Encircled energy of ``image``'s band from ``stars`` (RA/DEC columns).
 
     Parameters
@@ -396,6 +280,11 @@ def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = Non
     norm_radius : float
         Band pixels: each star is normalised by its flux within this radius
         (any radius well inside the stamp; the result does not depend on it).
+    neighbours : Table, optional
+        Point sources (``RA``, ``DEC``; :func:`dja_sepp.psf.stars.point_sources`)
+        whose light is removed from the stars' cutouts before their profiles
+        are measured: on a star-rich field their wings fill the background
+        annulus.
 
     Raises
     ------
@@ -407,14 +296,25 @@ def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = Non
     r_max = float(s["r_max"]) / scale
     bg = (float(s["background"][0]) / scale, float(s["background"][1]) / scale)
     edges = _edges(norm_radius, r_max, bg)
-    profiles = _profiles(image, stars, edges, norm_radius, s)
+    cut = star_cutouts(image, stars, edges, s)
+    curve = _curve(image, cut, edges, norm_radius, s)
+    if neighbours is not None and len(neighbours):
+        # the first curve is good to ~1 %: ample for light that is itself ~1 % of a star's
+        removed = remove_neighbours(image, cut, neighbours, curve, norm_radius, float(s["model_tolerance"]))
+        curve = _curve(image, cut, edges, norm_radius, s)
+        curve.meta["neighbours_removed"] = removed
+    log.info("PSF %s: EE(%.2f\") = %.3f from %d stars (the reach), wing model beyond", image.band,
+             curve.reach * scale, curve.ee[-1], curve.n_stars)
+    return curve
+
+
+def _curve(image, cut: list, edges: np.ndarray, norm_radius: float, s: Mapping[str, Any]) -> EnergyCurve:
+    """The curve of growth of the star cutouts as they are now."""
+    profiles = _profiles(image, cut, edges, norm_radius, s)
     full = np.pi * np.diff(edges ** 2)
     norm_idx = int(np.searchsorted(edges, norm_radius))   # an edge by construction
     stack, err, n = _stack(profiles, norm_idx, full, float(s["clip"]))
-    curve = curve_from_stack(image.band, scale, stack, err, edges, norm_idx, n, s)
-    log.info("PSF %s: EE(%.2f\") = %.3f from %d stars (the reach), wing model beyond", image.band,
-             curve.reach * scale, curve.ee[-1], n)
-    return curve
+    return curve_from_stack(image.band, image.pixel_scale, stack, err, edges, norm_idx, n, s)
 
 
 def curve_from_stack(band: str, scale: float, stack: np.ndarray, err: np.ndarray, edges: np.ndarray,
@@ -460,24 +360,17 @@ def curve_from_stack(band: str, scale: float, stack: np.ndarray, err: np.ndarray
                        reach, n_stars, k / total, index, (stack[:reach_n] + k * u_bg) / total)
 
 
-def _profiles(image, stars: Table, edges: np.ndarray, norm_radius: float,
-              s: Mapping[str, Any]) -> list:
+def _profiles(image, cut: list, edges: np.ndarray, norm_radius: float, s: Mapping[str, Any]) -> list:
     """Radial profiles of the usable stars, other sources masked in two
     passes (generous deblended mask -> 2-D stack -> what the scaled stack
     does not explain)."""
-    if "MAG_AUTO" in stars.colnames and len(stars) > int(s["max_stars"]):
-        stars = stars[np.argsort(np.asarray(stars["MAG_AUTO"], float))[:int(s["max_stars"])]]
-    x, y = image.wcs.world_to_pixel_values(np.asarray(stars["RA"], float), np.asarray(stars["DEC"], float))
-    half = int(np.ceil(edges[-1])) + 3
-    cut = [st for xi, yi in zip(np.atleast_1d(x), np.atleast_1d(y))
-           if (st := _load_star(image, float(xi), float(yi), half)) is not None]
     for st in cut:
-        st.mask = _first_mask(st, s)
-    model = _model_stack(cut, norm_radius) if cut else None
+        st.mask = first_mask(st, s)
+    model = model_stack(cut, norm_radius) if cut else None
     for st in cut:
-        st.mask = _residual_mask(st, model, s)
+        st.mask = residual_mask(st, model, s)
     profiles = [p for st in cut if st.flux > 0
-                and (p := _star_profile(st, edges, s["local_background"])) is not None]
+                and (p := _star_profile(st, edges, s["local_background"], float(s["model_tolerance"]))) is not None]
     if len(profiles) < 3:
         raise ValueError(f"{image.sci_path}: only {len(profiles)} star(s) give a curve of growth "
                          f"in band {image.band}")

@@ -18,7 +18,7 @@ from astropy.table import Table, vstack
 
 from ..settings import default_config
 
-__all__ = ["detect_reference", "detect_tile", "stellar_locus", "select_stars", "DEFAULTS"]
+__all__ = ["detect_reference", "detect_tile", "stellar_locus", "select_stars", "point_sources", "DEFAULTS"]
 
 DEFAULTS: dict[str, Any] = default_config()["psf"]["stars"]   # the predecessor's selection
 
@@ -114,22 +114,42 @@ def select_stars(sources: Table, settings: Mapping[str, Any] | None = None) -> T
     """
     s = {**DEFAULTS, **(settings or {})}
     mag = np.asarray(sources["MAG_AUTO"], float)
-    conc = np.asarray(sources["MU_MAX"], float) - mag
-    snr = np.asarray(sources["SNR"], float)
-    bright = (snr > s["snr_min"]) & (mag > s["mag_min"]) & (mag < s["mag_max"])
-    a, b = stellar_locus(mag[bright], conc[bright])
-    offset = conc - (a + b * (mag - 22.0))
-    on_locus = bright & (offset > -s["box_below"]) & (offset < s["box_above"])
+    on_locus, in_range, (a, b) = _locus_members(sources, s)
     isolated = _isolated(sources, mag, s["isolation"])
     clear = np.asarray(sources["EDGE_DIST"], float) > s["edge"] if "EDGE_DIST" in sources.colnames \
         else np.ones(len(sources), bool)
-    keep = on_locus & isolated & clear
+    keep = on_locus & in_range & isolated & clear
     if keep.sum() < s["min_stars"]:
         raise ValueError(f"only {int(keep.sum())} PSF star(s) pass the selection "
                          f"(need {s['min_stars']}); give PSF files instead")
     stars = sources[keep]
     stars.meta.update(LOCUS_A=a, LOCUS_B=b)
     return stars
+
+
+def point_sources(sources: Table, settings: Mapping[str, Any] | None = None) -> Table:
+    """Every source of a reference-band catalog on the stellar locus above
+    the selection's S/N, isolated or not, at any magnitude brighter than
+    ``mag_max``: the stars whose wings and spikes lie over the PSF stars'
+    outer annuli (:func:`dja_sepp.psf.energy.measure_energy` removes them)."""
+    s = {**DEFAULTS, **(settings or {})}
+    on_locus, _, _ = _locus_members(sources, s)
+    return sources[on_locus]
+
+
+def _locus_members(sources: Table, s: Mapping[str, Any]):
+    """Sources within the box around the stellar locus at S/N > ``snr_min``
+    and brighter than ``mag_max``, at any brighter magnitude (saturated
+    stars fall off the locus anyway); the sources the locus is fitted to
+    (S/N > ``snr_min``, ``mag_min`` < mag < ``mag_max``); the locus line."""
+    mag = np.asarray(sources["MAG_AUTO"], float)
+    conc = np.asarray(sources["MU_MAX"], float) - mag
+    usable = (np.asarray(sources["SNR"], float) > s["snr_min"]) & (mag < s["mag_max"])
+    bright = usable & (mag > s["mag_min"])
+    a, b = stellar_locus(mag[bright], conc[bright])
+    offset = conc - (a + b * (mag - 22.0))
+    on_locus = usable & (offset > -s["box_below"]) & (offset < s["box_above"])
+    return on_locus, bright, (a, b)
 
 
 def _isolated(sources: Table, mag: np.ndarray, radius_arcsec: float) -> np.ndarray:
