@@ -283,8 +283,8 @@ def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = Non
     neighbours : Table, optional
         Point sources (``RA``, ``DEC``; :func:`dja_sepp.psf.stars.point_sources`)
         whose light is removed from the stars' cutouts before their profiles
-        are measured: on a star-rich field their wings fill the background
-        annulus.
+        are measured (``remove_neighbours``): on a star-rich field their wings
+        fill the background annulus.
 
     Raises
     ------
@@ -298,7 +298,7 @@ def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = Non
     edges = _edges(norm_radius, r_max, bg)
     cut = star_cutouts(image, stars, edges, s)
     curve = _curve(image, cut, edges, norm_radius, s)
-    if neighbours is not None and len(neighbours):
+    if s["remove_neighbours"] and neighbours is not None and len(neighbours):
         # the first curve is good to ~1 %: ample for light that is itself ~1 % of a star's
         removed = remove_neighbours(image, cut, neighbours, curve, norm_radius, float(s["model_tolerance"]))
         curve = _curve(image, cut, edges, norm_radius, s)
