@@ -37,8 +37,8 @@ import numpy as np
 from astropy.table import Table
 
 from ..settings import default_config
-from .starcuts import (StarCutout, first_mask, model_stack, pixel_noise, remove_neighbours,
-                       residual_mask, star_cutouts)
+from .starcuts import (StarCutout, core_light, first_mask, light_model, model_stack, pixel_noise,
+                       remove_neighbours, residual_mask, star_cutouts)
 
 __all__ = ["EnergyCurve", "measure_energy", "curve_from_stack", "stamp_fraction", "match_profile", "DEFAULTS"]
 
@@ -300,17 +300,20 @@ def measure_energy(image, stars: Table, settings: Mapping[str, Any] | None = Non
     curve = _curve(image, cut, edges, norm_radius, s)
     if s["remove_neighbours"] and neighbours is not None and len(neighbours):
         # the first curve is good to ~1 %: ample for light that is itself ~1 % of a star's
-        removed = remove_neighbours(image, cut, neighbours, curve, norm_radius, float(s["model_tolerance"]))
-        curve = _curve(image, cut, edges, norm_radius, s)
+        model = light_model(cut, curve, norm_radius)
+        removed = remove_neighbours(image, cut, neighbours, model, norm_radius, float(s["model_tolerance"]))
+        curve = _curve(image, cut, edges, norm_radius, s, model)
         curve.meta["neighbours_removed"] = removed
     log.info("PSF %s: EE(%.2f\") = %.3f from %d stars (the reach), wing model beyond", image.band,
              curve.reach * scale, curve.ee[-1], curve.n_stars)
     return curve
 
 
-def _curve(image, cut: list, edges: np.ndarray, norm_radius: float, s: Mapping[str, Any]) -> EnergyCurve:
-    """The curve of growth of the star cutouts as they are now."""
-    profiles = _profiles(image, cut, edges, norm_radius, s)
+def _curve(image, cut: list, edges: np.ndarray, norm_radius: float, s: Mapping[str, Any],
+           model: np.ndarray | None = None) -> EnergyCurve:
+    """The curve of growth of the star cutouts as they are now (``model``:
+    a 2-D stack of them already made)."""
+    profiles = _profiles(image, cut, edges, norm_radius, s, model)
     full = np.pi * np.diff(edges ** 2)
     norm_idx = int(np.searchsorted(edges, norm_radius))   # an edge by construction
     stack, err, n = _stack(profiles, norm_idx, full, float(s["clip"]))
@@ -360,13 +363,18 @@ def curve_from_stack(band: str, scale: float, stack: np.ndarray, err: np.ndarray
                        reach, n_stars, k / total, index, (stack[:reach_n] + k * u_bg) / total)
 
 
-def _profiles(image, cut: list, edges: np.ndarray, norm_radius: float, s: Mapping[str, Any]) -> list:
+def _profiles(image, cut: list, edges: np.ndarray, norm_radius: float, s: Mapping[str, Any],
+              model: np.ndarray | None = None) -> list:
     """Radial profiles of the usable stars, other sources masked in two
     passes (generous deblended mask -> 2-D stack -> what the scaled stack
-    does not explain)."""
-    for st in cut:
-        st.mask = first_mask(st, s)
-    model = model_stack(cut, norm_radius) if cut else None
+    does not explain); with a ``model`` stack given, the second only."""
+    if model is None:
+        for st in cut:
+            st.mask = first_mask(st, s)
+        model = model_stack(cut, norm_radius) if cut else None
+    else:
+        for st in cut:
+            st.flux = core_light(st, norm_radius)
     for st in cut:
         st.mask = residual_mask(st, model, s)
     profiles = [p for st in cut if st.flux > 0

@@ -16,8 +16,8 @@ from astropy.table import Table
 if TYPE_CHECKING:
     from .energy import EnergyCurve
 
-__all__ = ["StarCutout", "load_star", "star_cutouts", "first_mask", "model_stack", "residual_mask",
-           "remove_neighbours", "pixel_noise"]
+__all__ = ["StarCutout", "load_star", "star_cutouts", "first_mask", "core_light", "model_stack",
+           "residual_mask", "light_model", "remove_neighbours", "pixel_noise"]
 
 
 def _window(image, x: float, y: float, half: int):
@@ -112,24 +112,29 @@ def first_mask(star: StarCutout, s: Mapping[str, Any]) -> np.ndarray:
     return binary_dilation((seg > 0) & (seg != c), iterations=int(s["neighbour_grow"])) | ~valid
 
 
-def _shift(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+def _shift(img: np.ndarray, dx: float, dy: float, order: int = 3) -> np.ndarray:
     from scipy.ndimage import shift
-    return shift(img, (dy, dx), order=3, mode="constant", cval=0.0)
+    return shift(img, (dy, dx), order=order, mode="constant", cval=0.0)
+
+
+def core_light(star: StarCutout, norm_radius: float) -> float:
+    """The star's light within ``norm_radius`` of its centre."""
+    from photutils.aperture import CircularAperture
+    return float(CircularAperture(star.xy, norm_radius).do_photometry(star.sci, method="exact")[0][0])
 
 
 def model_stack(stars: list[StarCutout], norm_radius: float) -> np.ndarray:
     """2-D stack of the stars centred on the central pixel, unit flux within
     ``norm_radius``: inverse-variance weighted mean of the unmasked pixels."""
-    from photutils.aperture import CircularAperture
     num = np.zeros_like(stars[0].sci)
     den = np.zeros_like(num)
     c = (num.shape[1] - 1) / 2.0
     for st in stars:
-        st.flux = float(CircularAperture(st.xy, norm_radius).do_photometry(st.sci, method="exact")[0][0])
+        st.flux = core_light(st, norm_radius)
         if st.flux <= 0:
             continue
         dx, dy = c - st.xy[0], c - st.xy[1]
-        good = _shift((~st.mask).astype(float), dx, dy) > 0.99
+        good = _shift((~st.mask).astype(float), dx, dy, order=1) > 0.99   # every neighbour unmasked
         w = st.flux ** 2 * float(np.median(st.wht[st.wht > 0]))
         num += np.where(good, _shift(np.where(st.mask, 0, st.sci), dx, dy) / st.flux, 0) * w
         den += good * w
@@ -172,12 +177,12 @@ def _pixels(image, table: Table) -> tuple[np.ndarray, np.ndarray]:
     return np.atleast_1d(x), np.atleast_1d(y)
 
 
-def remove_neighbours(image, cut: list[StarCutout], neighbours: Table, curve: EnergyCurve,
+def remove_neighbours(image, cut: list[StarCutout], neighbours: Table, model: np.ndarray,
                       norm_radius: float, tolerance: float) -> int:
     """Subtract every neighbouring point source's light from the star
-    cutouts it reaches: the stars' 2-D stack (:func:`_light_model`) scaled
-    to the neighbour's light within ``norm_radius``. Returns how many were
-    removed somewhere.
+    cutouts it reaches: the stars' 2-D stack ``model`` (:func:`light_model`)
+    scaled to the neighbour's light within ``norm_radius``. Returns how many
+    were removed somewhere.
 
     On a star-rich field the background annulus holds mostly other stars'
     wings and spikes, below any masking threshold (measured: 9.7x the star's
@@ -187,7 +192,6 @@ def remove_neighbours(image, cut: list[StarCutout], neighbours: Table, curve: En
     the mean. What is removed adds ``tolerance`` of itself to the error of
     the star's profile (:func:`dja_sepp.psf.energy.measure_energy`).
     """
-    model = _light_model(cut, curve, norm_radius)
     size = model.shape[0]
     c = (size - 1) // 2
     removed = 0
@@ -208,7 +212,7 @@ def remove_neighbours(image, cut: list[StarCutout], neighbours: Table, curve: En
     return removed
 
 
-def _light_model(cut: list[StarCutout], curve: EnergyCurve, norm_radius: float) -> np.ndarray:
+def light_model(cut: list[StarCutout], curve: EnergyCurve, norm_radius: float) -> np.ndarray:
     """The stars' 2-D stack (unit light within ``norm_radius``, with the
     masks of the curve's measurement), nothing beyond the cutout's inscribed
     circle. Beyond the curve's reach the stack is mostly sky: its median
