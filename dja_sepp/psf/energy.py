@@ -14,10 +14,11 @@ in exact annuli over the unmasked pixels (photutils'
 :class:`~photutils.profiles.RadialProfile`) minus the star's local background
 (outer annulus). On a star-rich field that annulus holds mostly other stars'
 wings, below any mask: the light of every point source near a star (the
-stars' 2-D stack scaled to it) is first taken off the cutouts
-(:mod:`dja_sepp.psf.starcuts`), and a curve measured again. Profiles are normalised by each star's flux within a fixed
-radius and stacked (inverse-variance weights, clipped; the error is the larger
-of the pixel noise and the scatter between stars). The stack is used out to
+stars' 2-D stack scaled to it) is then taken off the cutouts
+(:mod:`dja_sepp.psf.starcuts`) and the curve measured again. Profiles are
+normalised by each star's flux within a fixed radius and stacked
+(inverse-variance weights, clipped; the error is the larger of the pixel
+noise and the scatter between stars). The stack is used out to
 its *reach*, where its S/N falls below ``snr_reach``: on a crowded field the
 neighbours' light left after masking, not the pixel noise, sets it. Over the
 outer part of the measured range the stack is fitted by ``K r^-index`` (the
