@@ -247,20 +247,19 @@ def _subtract_at(star: StarCutout, light: np.ndarray, dx: int, dy: int, toleranc
 
 
 def _reaches(st: StarCutout, x: float, y: float, size: int) -> bool:
-    """Whether a point source at image pixel ``(x, y)`` lies within ``size``
-    pixels of the star's cutout (its wings reach it)."""
+    """Whether a stack of ``size`` pixels centred on image pixel ``(x, y)``
+    overlaps the star's cutout."""
     lx, ly = x - st.origin[0], y - st.origin[1]
-    return -size < lx < st.sci.shape[1] + size and -size < ly < st.sci.shape[0] + size
+    return -size / 2 < lx < st.sci.shape[1] + size / 2 and -size / 2 < ly < st.sci.shape[0] + size / 2
 
 
 def _core_flux(image, x: float, y: float, norm_radius: float):
     """A point source's centre (refined on its peak, image pixels) and its
     light within ``norm_radius``; None off the data or when not positive."""
-    from photutils.aperture import CircularAperture
     star = load_star(image, x, y, int(np.ceil(norm_radius)) + 2)
     if star is None:
         return None
-    inside = float(CircularAperture(star.xy, norm_radius).do_photometry(
-        np.where(star.wht > 0, star.sci, 0.0), method="exact")[0][0])
+    star.sci = np.where(star.wht > 0, star.sci, 0.0)
+    inside = core_light(star, norm_radius)
     centre = (star.origin[0] + star.xy[0], star.origin[1] + star.xy[1])
     return (centre, inside) if inside > 0 else None
