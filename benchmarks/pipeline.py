@@ -29,6 +29,7 @@ Usage::
     python benchmarks/pipeline.py                    # 60", 150/arcmin^2, 1 worker, built PSFs
     python benchmarks/pipeline.py --size 20 --psf truth --out bench_out/small
     python benchmarks/pipeline.py --mode scaling --size 40
+    python benchmarks/pipeline.py --model sersic_rg4,B+D   # B+D cost next to Sersic
 """
 from __future__ import annotations
 
@@ -179,10 +180,9 @@ def _settings(pairs) -> dict:
 
 
 def crowded(args) -> dict:
-    """Simulate, run, score: the default benchmark."""
+    """Simulate, run, score: the default benchmark. Several ``--model`` (comma-separated) run
+    one after the other on the same field, and their costs are printed side by side."""
     from astropy.table import Table
-
-    from dja_sepp.sim.score import format_score, score_bulge_disk, score_catalog
     out = Path(args.out)
     cn = args.correlated_noise or None
     sim, tiling, t_sim = simulate(out / "images", args.size, args.density, args.seed, args.stars, cn,
@@ -193,7 +193,28 @@ def crowded(args) -> dict:
     print(f"simulated {args.size:g}\" x {args.size:g}\" ({len(truth)} true objects, "
           f"{int((truth['KIND'] == 'star').sum())} stars, correlated noise {cn}) in {t_sim:.0f} s")
     psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
-    r = one_run(sim.images_dir, out / "run", args.workers, psfs, tiling, args.model, _settings(args.set))
+    models = args.model.split(",") if args.model else [None]
+    field = {"mode": "crowded", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
+             "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
+             "bulge_disk_fraction": args.bulge_disk_fraction, "settings": args.set, "simulation_s": t_sim}
+    if len(models) == 1:
+        return {**field, **_crowded_model(args, sim, tiling, truth, psfs, models[0], out / "run")}
+    by_model = {m: _crowded_model(args, sim, tiling, truth, psfs, m, out / f"run_{m}") for m in models}
+    print("\ncore-s per true object-band    whole run  tile tasks  row fits   rows")
+    for m, r in by_model.items():
+        c = r["core_s_per_true_band"]
+        print(f"{m:<28} {c['whole_run']:10.3f} {c['tile_tasks']:11.3f} {c['row_fits']:9.3f} {r['run']['n_rows']:6d}")
+    return {**field, "models": by_model}
+
+
+def _crowded_model(args, sim, tiling, truth, psfs, model, run_dir: Path) -> dict:
+    """One run of ``model`` on the simulated field, scored against the truth."""
+    from astropy.table import Table
+
+    from dja_sepp.sim.score import format_score, score_bulge_disk, score_catalog
+    if model:
+        print(f"model {model}")
+    r = one_run(sim.images_dir, run_dir, args.workers, psfs, tiling, model, _settings(args.set))
     _print_run(r)
     if not r["n_rows"]:
         raise SystemExit("the run produced no catalog rows")
@@ -210,12 +231,9 @@ def crowded(args) -> dict:
         print(bd.format())
     prof = None
     if args.profile:
-        prof = profile_tile(sim.images_dir, out / "run", tiling, out / "profile")
+        prof = profile_tile(sim.images_dir, run_dir, tiling, run_dir.parent / f"profile_{run_dir.name}")
         _print_profile(prof)
-    return {"mode": "crowded", "model": args.model or "sersic_rg4", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
-            "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
-            "bulge_disk_fraction": args.bulge_disk_fraction, "settings": args.set,
-            "simulation_s": t_sim, "profile": prof, "run": r, "score": whole.to_dict(),
+    return {"model": model or "sersic_rg4", "profile": prof, "run": r, "score": whole.to_dict(),
             "bulge_disk": bd.to_dict() if bd else None,
             "core_s_per_true_band": {"whole_run": whole.core_s_per_true_band,
                                      "tile_tasks": tiles_only.core_s_per_true_band,
@@ -347,7 +365,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="drizzle drop width in output pixels (1.25 ~ pixfrac 0.8; 0 = white)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--bands", default=",".join(BANDS), help="comma-separated NIRCam bands")
-    ap.add_argument("--model", default=None, help="fitted model (default: the configuration's, sersic_rg4)")
+    ap.add_argument("--model", default=None,
+                    help="fitted model (default: the configuration's, sersic_rg4); several, comma-separated "
+                         "(sersic_rg4,B+D), run one after the other and their costs side by side")
     ap.add_argument("--tile-size", type=float, default=None,
                     help="tile core side (arcsec; default: 2 x 2 tiles, 3 x 3 above 60\")")
     ap.add_argument("--psf", choices=("build", "truth"), default="build",

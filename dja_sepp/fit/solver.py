@@ -8,6 +8,13 @@ in [0, 1]); the Jacobian of the projected residuals follows Kaufman's
 approximation. Priors enter as extra residuals; the B/T band prior (a
 Gaussian on the transformed B/T, as SE++ applies it) is part of the exact
 flux solve and its residuals join the others.
+
+Products over a window's pixels with a small result (projections onto the
+flux templates, normal matrices) use ``np.dot``: numpy's ``matmul`` keeps the
+GIL when its output is small and takes a slow loop for some of these layouts,
+while ``np.dot`` calls BLAS without the GIL, so fits on several threads
+(``fit.threads``) overlap. For the same reason least squares go through
+LAPACK's QR, which runs without the GIL, rather than ``lstsq``'s SVD.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.optimize import least_squares, nnls
 
 from ..models.definition import ModelDefinition, evaluate
@@ -122,7 +130,9 @@ class _Problem:
     def solve_fluxes(self, band: BandData, tmpl: np.ndarray):
         """Fluxes ``f`` (m*c) of one band, the weighted design matrix ``a``,
         that matrix with the band prior's Gauss-Newton rows at ``f``
-        appended (for the flux covariance), and the band prior's residuals.
+        appended (for the flux covariance), the band prior's residuals, and
+        an orthonormal basis of ``a``'s columns with a flux (the directions
+        Kaufman's Jacobian projects out).
 
         With a B/T band prior (two components, as SE++ has it: a Gaussian on
         the transformed B/T of each member) the fluxes minimise
@@ -133,12 +143,13 @@ class _Problem:
         prior = self._band_prior(band)
         if prior is not None:
             f, rows, resid = _solve_bt_prior(a, y, self.m, self.c, *prior)
-            return f, a, np.vstack([a, rows]), resid
+            return f, a, np.vstack([a, rows]), resid, np.linalg.qr(a[:, f != 0])[0]
         if self.c > 1:
             f, _ = nnls(a, y, maxiter=50 * a.shape[1])
-        else:
-            f = np.linalg.lstsq(a, y, rcond=None)[0]
-        return f, a, a, np.zeros(0)
+            return f, a, a, np.zeros(0), np.linalg.qr(a[:, f != 0])[0]
+        q, r = np.linalg.qr(a)
+        f = _qr_solve(q, r, y[:, None], a)[:, 0]
+        return f, a, a, np.zeros(0), q
 
     def _band_prior(self, band: BandData):
         """``(k, table, mu, sigma)`` of the model's B/T prior in this band
@@ -180,14 +191,13 @@ class _Problem:
         spectra: dict = {}
         for band in self.bands:
             tmpl, dtmpl = self.templates(band, th, spectra=spectra)
-            f, a, a_full, r_prior = self.solve_fluxes(band, tmpl)
+            f, a, a_full, r_prior, q = self.solve_fluxes(band, tmpl)
             r = a @ f - band.y
-            q, _ = np.linalg.qr(a[:, f != 0] if self.c > 1 else a)
             fm = f.reshape(self.m, self.c)
             cols = np.einsum("mcpn,mc->mpn", dtmpl, fm).reshape(self.m * self.p, -1) * band.sw[None, :]
             pieces[band.name] = (a, a_full, f, cols, tmpl, band.data.shape)  # for the final call
             res.append(r)
-            jac.append((cols - (cols @ q) @ q.T).T)  # project out the flux directions (Kaufman)
+            jac.append((cols - np.dot(np.dot(cols, q), q.T)).T)  # project out the flux directions (Kaufman)
             if r_prior.size:  # the B/T prior's residuals; they move with the shape only through
                 res_prior.append(r_prior)  # the fluxes, to first order not at all (Kaufman)
             fluxes[band.name] = fm
@@ -255,7 +265,7 @@ def _solve_bt_prior(a: np.ndarray, y: np.ndarray, m: int, c: int, k: int, table,
     flux covariance) and the prior's residuals (m).
     """
     vals, slope = table
-    gram, proj = a.T @ a, a.T @ y
+    gram, proj = np.dot(a.T, a), np.dot(a.T, y)
     f = nnls(a, y, maxiter=50 * a.shape[1])[0] if m > 1 else np.zeros(m * c)
     w = np.empty((_BT_GRID.size, c))  # unit-total flux split of one member per grid B/T
     w[:, k] = _BT_GRID
@@ -297,12 +307,31 @@ def _solve_bt_prior(a: np.ndarray, y: np.ndarray, m: int, c: int, k: int, table,
     return f, rows, resid
 
 
+def _full_rank(r: np.ndarray) -> bool:
+    """Whether the triangular factor ``r`` of a thin QR is safely invertible."""
+    d = np.abs(np.diag(r))
+    return bool(d.size) and d.min() > 1e-10 * d.max()
+
+
+def _qr_solve(q: np.ndarray, r: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Least-squares solution of ``a x = b`` from ``a``'s thin QR (``q``, ``r``);
+    a (nearly) rank-deficient ``a`` takes lstsq's minimum-norm solution."""
+    if _full_rank(r):
+        return solve_triangular(r, np.dot(q.T, b), check_finite=False)
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
 def _flux_cov(a: np.ndarray, f: np.ndarray, constrained: bool) -> np.ndarray:
     free = (f != 0) if constrained else np.ones(f.size, bool)
     cov = np.full((f.size, f.size), np.nan)
     if free.any():
         sub = a[:, free]
-        cov_free = np.linalg.pinv(sub.T @ sub)
+        r = np.linalg.qr(sub, mode="r")
+        if _full_rank(r):  # (a^T a)^-1 = R^-1 R^-T
+            r_inv = solve_triangular(r, np.eye(r.shape[0]), check_finite=False)
+            cov_free = r_inv @ r_inv.T
+        else:
+            cov_free = np.linalg.pinv(sub.T @ sub)
         idx = np.flatnonzero(free)
         cov[np.ix_(idx, idx)] = cov_free
     return cov
@@ -315,7 +344,8 @@ def _flux_sensitivity(a: np.ndarray, f: np.ndarray, cols: np.ndarray, dth: np.nd
     free = (f != 0) if constrained else np.ones(f.size, bool)
     sens = np.zeros((f.size, cols.shape[0]))
     if free.any():
-        sens[free] = -np.linalg.lstsq(a[:, free], (cols * dth[:, None]).T, rcond=None)[0]
+        sub = a[:, free]
+        sens[free] = -_qr_solve(*np.linalg.qr(sub), (cols * dth[:, None]).T, sub)
     return sens
 
 
@@ -342,7 +372,7 @@ def fit_group(model: ModelDefinition, starts: np.ndarray, ranges: list[list[Rang
     _, jac, r_pix, fluxes, covs, models, th, dth = prob.evaluate(result.x - shift, final=True)
     n_flux = len(bands) * prob.m * prob.c
     dof = max(n_pix - n_par - n_flux, 1)
-    cov_z = np.linalg.pinv(jac.T @ jac)
+    cov_z = np.linalg.pinv(np.dot(jac.T, jac))
     err = np.sqrt(np.clip(np.diag(cov_z), 0, None)).reshape(prob.m, prob.p) * np.abs(dth)
     at_bound = np.array([[prob.ranges[i][j].bound_side(th[i, j]) for j in range(prob.p)]
                          for i in range(prob.m)], dtype=np.int8)
