@@ -138,3 +138,22 @@ def test_noise_correlation_recorded_per_band(tiled):
     assert set(summary["noise_correlation"]) == {"DETECTION", "F200W", "F277W", "F444W"}
     assert all(1.0 <= f < 1.3 for f in summary["noise_correlation"].values())
     assert summary["noise_correlation"]["F277W"] < 1.05
+
+
+def test_busiest_tiles_start_first(tiled, small_field):
+    """The two workers start on the two tiles with the most bright halo area
+    (``dja_sepp.tiling.busiest_first``), which here are not the grid's first two."""
+    import json
+    from pathlib import Path
+
+    from dja_sepp.io.field import Field
+    from dja_sepp.tiling import busiest_first, make_tiles
+    fld = Field.from_directory(small_field.images_dir)
+    t = demo_tiling(SMALL_SIZE)
+    grid = make_tiles(fld, t["tile_size"], t["overlap"], t["align"])
+    img, _ = fld.detection.read((slice(0, grid.shape[0]), slice(0, grid.shape[1])))
+    busiest = [x.id for x in busiest_first(grid.tiles, img, 1)]
+    assert set(busiest[:2]) != {x.id for x in grid.tiles[:2]}  # the two orders differ here
+    started = {tid: json.loads((Path(tiled.run_dir) / "tiles" / tid / "status.json").read_text())["started"]
+               for tid in busiest}
+    assert set(sorted(started, key=started.get)[:2]) == set(busiest[:2])

@@ -5,7 +5,7 @@ from astropy.wcs import WCS
 from regions import Regions
 
 from dja_sepp.io.field import Field
-from dja_sepp.tiling import grid_geometry, make_tiles
+from dja_sepp.tiling import busiest_first, grid_geometry, make_tiles
 from fieldfiles import write_field
 
 
@@ -90,3 +90,20 @@ def test_geometry_rounds_to_alignment():
     core, halo, nr, nc = grid_geometry((28672 // 2, 14336), 0.04, 120.0, 30.0, 64)
     assert core % 64 == 0 and abs(core * 0.04 - 120.0) < 64 * 0.04
     assert halo == 750 and nr == -(-14336 // core)
+
+
+def test_busiest_tiles_first(field):
+    """Tiles are ordered by the halo area above 3 sigma of a strided preview, most first."""
+    grid = make_tiles(field, tile_size=5.0, overlap=1.0, align=32)   # 3 x 4 tiles, 128 px cores, 25 px halos
+    step = 2
+    preview = np.random.default_rng(1).normal(0.0, 1.0, (150, 215))
+    big = (slice(160 // step, 220 // step), slice(160 // step, 220 // step))   # in r01c01's halo only
+    small = (slice(20 // step, 40 // step), slice(412 // step, 428 // step))   # in r00c03's halo only
+    preview[big] += 50.0
+    preview[small] += 50.0
+    order = [t.id for t in busiest_first(grid.tiles, preview, step, nsigma=5.0)]  # no noise peak above 5 sigma
+    assert order[:2] == ["r01c01", "r00c03"]
+    # the others (no bright pixel in their halo) keep the grid order
+    assert order[2:] == [t.id for t in grid.tiles if t.id not in ("r01c01", "r00c03")]
+    # no coverage at all (zeros): the grid order
+    assert busiest_first(grid.tiles, np.zeros((150, 215)), step) == grid.tiles

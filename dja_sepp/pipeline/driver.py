@@ -30,7 +30,7 @@ from ..fit.base import check_engines, engine_for
 from ..progress import shown
 from ..merge import describe_catalog, merge_catalogs
 from ..settings import config_hash, dump_config, load_config, model_path
-from ..tiling import TileGrid, make_tiles
+from ..tiling import TileGrid, busiest_first, make_tiles
 from .execute import lazy_client
 from .result import RunResult, flag_counts, outputs_of, summary_dict
 from .runstate import carry_psfs, carry_tiles, finish_attempt, open_attempt
@@ -135,12 +135,14 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
                       "zeropoints": {b: im.zeropoint for b, im in fld.bands.items()}}
         cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
         store.write_text("run.yaml", dump_config(_portable(cfg, store)))
-        _write_tiling(grid, fld, store)
+        preview, binning = _preview(grid, fld)
+        _write_tiling(grid, fld, store, preview, binning)
         # setup: checks, fingerprints, tiling (the PSF step apart)
         timings["setup"] = time.perf_counter() - t_start - timings.get("psf", 0.0)
 
         from .execute import execute_tiles  # distributed imported only when running
         todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
+        todo = busiest_first(todo, preview, binning)
         carry_tiles(final, store, [t.id for t in reused])
         mosaic = cfg["mosaic"]["enabled"]
         client = get_client() if todo or mosaic else None
@@ -396,12 +398,17 @@ def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: Run
     return {b: given[b] for b in fld.bands}
 
 
-def _write_tiling(grid: TileGrid, fld: Field, store: RunStore) -> None:
-    """``tiles.reg`` (DS9, sky coordinates) and ``tiles.png`` (tiles over a
-    strided preview of the detection image, never the full mosaic)."""
-    import tempfile
+def _preview(grid: TileGrid, fld: Field) -> tuple[np.ndarray, int]:
+    """A strided preview of the detection image (at most ~1500 px a side,
+    never the full mosaic) and its stride."""
     step = max(1, max(grid.shape) // 1500)
     preview, _ = fld.detection.read((slice(0, grid.shape[0], step), slice(0, grid.shape[1], step)))
+    return preview, step
+
+
+def _write_tiling(grid: TileGrid, fld: Field, store: RunStore, preview: np.ndarray, step: int) -> None:
+    """``tiles.reg`` (DS9, sky coordinates) and ``tiles.png`` (tiles over the preview)."""
+    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         reg = grid.write_ds9(Path(tmp) / "tiles.reg", fld.detection.wcs)
         store.put_file(reg, "tiles.reg")
