@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -52,8 +51,35 @@ BANDS = ("F150W", "F200W", "F277W", "F356W", "F444W")
 
 
 def worker_peak_rss_mb() -> float:
-    """Peak resident memory of the calling process (MB; run on each worker)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Resident-memory high-water mark of the calling process (MB; run on each worker).
+
+    ``VmHWM``, not ``getrusage``: a spawned worker's ``ru_maxrss`` keeps the
+    driver's resident size at the moment it was forked (Linux carries it over
+    ``exec``), so it reads the driver's peak whenever that is the larger. Each
+    tile task resets the mark when it starts, so after a run this is the peak
+    since the worker's last tile began (see :func:`tile_memory`)."""
+    from dja_sepp.sizing.probe import peak_rss_mb
+    return peak_rss_mb()
+
+
+def tile_memory(run_dir: Path) -> dict:
+    """Exact per-tile peaks (``tiles/*/status.json``: each tile task resets its
+    worker's high-water mark when it starts): median and max over tiles, the
+    max per worker address, and the largest resident size a worker had before
+    a tile (MB)."""
+    import statistics
+    status = [json.loads(f.read_text()) for f in Path(run_dir).glob("tiles/*/status.json")]
+    peaks, per_worker, before = [], {}, []
+    for st in status:
+        res = st.get("resources") or {}
+        if res.get("peak_rss_mb"):
+            peaks.append(res["peak_rss_mb"])
+            w = (st.get("attempt") or {}).get("worker")
+            per_worker[w] = max(per_worker.get(w, 0.0), res["peak_rss_mb"])
+        if res.get("rss_before_mb"):
+            before.append(res["rss_before_mb"])
+    return {"median": statistics.median(peaks) if peaks else float("nan"), "max": max(peaks, default=float("nan")),
+            "per_worker": per_worker, "worker_rest_max": max(before, default=float("nan"))}
 
 
 def simulate(out: Path, size: float, density: float, seed: int, stars_per_arcmin2: float,
@@ -92,13 +118,16 @@ def one_run(images: Path, out: Path, workers: int, psfs: dict | None, tiling: di
                      **(settings or {}))
         wall = time.perf_counter() - t0
         rss = client.run(worker_peak_rss_mb)
+    tiles = tile_memory(Path(result.run_dir))
     t = result.timings
     tile_core_s = {s: t.get(f"tile_{s}", 0.0) for s in ("read", "detect", "fit", "write", "total")}
     return {"workers": workers, "wall": wall, "setup": t.get("setup", 0.0), "psf": t.get("psf", 0.0),
             "tiles_wall": t.get("tiles", 0.0), "merge": t.get("merge", 0.0),
             "tile_core_s": tile_core_s, "n_tiles": result.n_tiles, "failed": result.failed,
             "n_rows": result.merge.n_output if result.merge else 0,
-            "peak_worker_rss_mb": sorted(rss.values()), "driver_peak_rss_mb": worker_peak_rss_mb(),
+            # a worker's peak over its tiles (the PSF step's tasks, before them, are not counted)
+            "peak_worker_rss_mb": sorted(max(v, tiles["per_worker"].get(w, 0.0)) for w, v in rss.items()),
+            "driver_peak_rss_mb": worker_peak_rss_mb(), "tile_peak_rss_mb": tiles,
             "complete": result.complete, "catalog": str(result.catalog_path)}
 
 
@@ -109,8 +138,10 @@ def _print_run(r: dict) -> None:
           f"{r['merge']:.1f} (+ rest)")
     print(f"tile tasks (core-s, summed): read {c['read']:.1f}  detect {c['detect']:.1f}  "
           f"fit {c['fit']:.1f}  write {c['write']:.1f}  total {c['total']:.1f}")
+    t = r["tile_peak_rss_mb"]
     print(f"peak RSS per worker (MB): {', '.join(f'{m:.0f}' for m in r['peak_worker_rss_mb'])}; "
-          f"driver {r['driver_peak_rss_mb']:.0f}")
+          f"driver {r['driver_peak_rss_mb']:.0f}; per tile median {t['median']:.0f}, max {t['max']:.0f} "
+          f"(worker at rest before a tile: up to {t['worker_rest_max']:.0f})")
     if r["failed"]:
         print(f"FAILED tiles: {r['failed']}")
 
@@ -263,9 +294,11 @@ def scaling(args) -> dict:
         rows.append(r)
     eff = rows[0]["wall"] / (2 * rows[1]["wall"])
     rss = max(rows[2]["peak_worker_rss_mb"]) / max(rows[1]["peak_worker_rss_mb"])
-    print(f"parallel efficiency 1->2 workers: {eff:.2f}; peak worker RSS 2x / 1x area: {rss:.2f}")
+    tile = rows[2]["tile_peak_rss_mb"]["median"] / rows[1]["tile_peak_rss_mb"]["median"]
+    print(f"parallel efficiency 1->2 workers: {eff:.2f}; 2x / 1x area: peak worker RSS {rss:.2f}, "
+          f"median tile peak {tile:.2f}")
     return {"mode": "scaling", "rows": rows, "parallel_efficiency_1_to_2": eff,
-            "rss_ratio_2x_over_1x": rss}
+            "rss_ratio_2x_over_1x": rss, "tile_peak_ratio_2x_over_1x": tile}
 
 
 def _tile_job(job) -> dict:
