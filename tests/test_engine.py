@@ -461,3 +461,23 @@ def test_a_halo_source_whose_model_cannot_reach_the_core_is_not_fitted(cfg, monk
     assert n_skipped < len(calls)
     for band in BANDS:
         assert skipped[f"FLUX_MODEL_{band}"][core] == every[f"FLUX_MODEL_{band}"][core], band
+
+
+def test_flux_least_squares_through_qr_match_lstsq_and_pinv():
+    """The solver's QR least squares (run without the GIL) give lstsq's solution
+    and pinv's covariance, also for a rank-deficient design (two identical
+    templates: lstsq's minimum-norm solution)."""
+    from dja_sepp.fit.solver import _flux_cov, _qr_solve, _thin_qr
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(500, 3))
+    b = rng.normal(size=(500, 2))
+    assert np.allclose(_qr_solve(*_thin_qr(a), b, a), np.linalg.lstsq(a, b, rcond=None)[0], rtol=1e-10, atol=1e-12)
+    assert np.allclose(_flux_cov(a, np.ones(3), False), np.linalg.pinv(a.T @ a), rtol=1e-10, atol=1e-14)
+    twin = np.column_stack([a[:, 0], a[:, 0], a[:, 1]])
+    x = _qr_solve(*_thin_qr(twin), b, twin)
+    assert np.all(np.isfinite(x))
+    assert np.allclose(x, np.linalg.lstsq(twin, b, rcond=None)[0], atol=1e-10)
+    assert np.allclose(_flux_cov(twin, np.ones(3), False), np.linalg.pinv(twin.T @ twin), atol=1e-10)
+    # a constrained fit's zero fluxes are left out of the covariance (NaN rows and columns)
+    cov = _flux_cov(a, np.array([1.0, 0.0, 2.0]), True)
+    assert np.isnan(cov[1]).all() and np.allclose(cov[np.ix_([0, 2], [0, 2])], np.linalg.pinv(a[:, [0, 2]].T @ a[:, [0, 2]]))
