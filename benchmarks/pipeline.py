@@ -162,11 +162,13 @@ def profile_tile(images: Path, run_dir: Path, tiling: dict, out: Path, top: int 
     from dja_sepp.pipeline.driver import field_from_config
     from dja_sepp.settings import load_config
     from dja_sepp.tiling import make_tiles
-    cfg = load_config({"tiling": tiling, "mosaic": {"enabled": False}})
+    used = yaml.safe_load((run_dir / "run.yaml").read_text())   # the run's own models and settings
+    recorded = used.pop("run")
+    cfg = load_config({**used, "tiling": tiling, "mosaic": {"enabled": False}})
     fld = field_from_config(str(images), cfg)
     grid = make_tiles(fld, tiling["tile_size"], tiling["overlap"], tiling["align"])
     psf_paths = {b: str(run_dir / p) if not Path(p).is_absolute() and "://" not in p else p
-                 for b, p in yaml.safe_load((run_dir / "run.yaml").read_text())["run"]["psf_files"].items()}
+                 for b, p in recorded["psf_files"].items()}
 
     def n_sources(tile):
         status = run_dir / "tiles" / tile.id / "status.json"
@@ -224,13 +226,13 @@ def crowded(args) -> dict:
     print(f"simulated {args.size:g}\" x {args.size:g}\" ({len(truth)} true objects, "
           f"{int((truth['KIND'] == 'star').sum())} stars, correlated noise {cn}) in {t_sim:.0f} s")
     psfs = {b.upper(): str(p) for b, p in sim.psf_paths.items()} if args.psf == "truth" else None
-    models = args.model.split(",") if args.model else [None]
+    models = list(dict.fromkeys(args.model.split(","))) if args.model else [None]
     field = {"mode": "crowded", "size_arcsec": args.size, "density": args.density, "seed": args.seed,
              "psf": args.psf, "correlated_noise": cn, "noise_correlation": sim.noise_correlation,
              "bulge_disk_fraction": args.bulge_disk_fraction, "settings": args.set, "simulation_s": t_sim}
     if len(models) == 1:
         return {**field, **_crowded_model(args, sim, tiling, truth, psfs, models[0], out / "run")}
-    by_model = {m: _crowded_model(args, sim, tiling, truth, psfs, m, out / f"run_{m}") for m in models}
+    by_model = {m: _crowded_model(args, sim, tiling, truth, psfs, m, out / f"run_{Path(m).stem}") for m in models}
     print("\ncore-s per true object-band    whole run  tile tasks  row fits   rows")
     for m, r in by_model.items():
         c = r["core_s_per_true_band"]

@@ -343,7 +343,8 @@ def _field_setup(args: argparse.Namespace):
 def cmd_tiles(args: argparse.Namespace) -> int:
     from .pipeline.driver import _preview, _write_tiling
     _, fld, grid, store = _field_setup(args)
-    _write_tiling(grid, fld, store, *_preview(grid, fld))
+    preview, _, step = _preview(grid, fld)
+    _write_tiling(grid, fld, store, preview, step)
     print(f"{len(grid.tiles)} tiles ({grid.nrows} x {grid.ncols}, core {grid.core_size} px, "
           f"halo {grid.halo} px): {store.url('tiles.reg')}, {store.url('tiles.png')}")
     return EXIT_OK

@@ -465,8 +465,8 @@ def test_a_halo_source_whose_model_cannot_reach_the_core_is_not_fitted(cfg, monk
 
 def test_flux_least_squares_through_qr_match_lstsq_and_pinv():
     """The solver's QR least squares (run without the GIL) give lstsq's solution
-    and pinv's covariance, also for a rank-deficient design (two identical
-    templates: lstsq's minimum-norm solution)."""
+    and pinv's covariance, also for nearly and exactly rank-deficient designs
+    (two identical templates: lstsq's minimum-norm solution)."""
     from dja_sepp.fit.solver import _flux_cov, _qr_solve, _thin_qr
     rng = np.random.default_rng(4)
     a = rng.normal(size=(500, 3))
@@ -478,6 +478,13 @@ def test_flux_least_squares_through_qr_match_lstsq_and_pinv():
     assert np.all(np.isfinite(x))
     assert np.allclose(x, np.linalg.lstsq(twin, b, rcond=None)[0], atol=1e-10)
     assert np.allclose(_flux_cov(twin, np.ones(3), False), np.linalg.pinv(twin.T @ twin), atol=1e-10)
+    # nearly degenerate (two templates differing by 1e-8 .. 1e-11 of the noise, cond 1e8 .. 1e11): the same
+    # cut-offs as before, so the flux errors do not jump with rounding
+    for eps in (1e-8, 1e-9, 1e-11):
+        near = np.column_stack([a[:, 0], a[:, 0] + eps * a[:, 2], a[:, 1]])
+        assert np.allclose(_flux_cov(near, np.ones(3), False), np.linalg.pinv(near.T @ near), rtol=1e-6, atol=1e-10)
+        assert np.allclose(_qr_solve(*_thin_qr(near), b, near), np.linalg.lstsq(near, b, rcond=None)[0],
+                           rtol=1e-6, atol=1e-6)
     # a constrained fit's zero fluxes are left out of the covariance (NaN rows and columns)
     cov = _flux_cov(a, np.array([1.0, 0.0, 2.0]), True)
     assert np.isnan(cov[1]).all() and np.allclose(cov[np.ix_([0, 2], [0, 2])], np.linalg.pinv(a[:, [0, 2]].T @ a[:, [0, 2]]))

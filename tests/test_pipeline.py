@@ -141,7 +141,7 @@ def test_noise_correlation_recorded_per_band(tiled):
 
 
 def test_busiest_tiles_start_first(tiled, small_field):
-    """The two workers start on the two tiles with the most bright halo area
+    """The two workers start on the two tiles with the most halo area above 3 sigma
     (``dja_sepp.tiling.busiest_first``), which here are not the grid's first two."""
     import json
     from pathlib import Path
@@ -151,8 +151,8 @@ def test_busiest_tiles_start_first(tiled, small_field):
     fld = Field.from_directory(small_field.images_dir)
     t = demo_tiling(SMALL_SIZE)
     grid = make_tiles(fld, t["tile_size"], t["overlap"], t["align"])
-    img, _ = fld.detection.read((slice(0, grid.shape[0]), slice(0, grid.shape[1])))
-    busiest = [x.id for x in busiest_first(grid.tiles, img, 1)]
+    sci, wht = fld.detection.read((slice(0, grid.shape[0]), slice(0, grid.shape[1])))
+    busiest = [x.id for x in busiest_first(grid.tiles, sci * np.sqrt(np.clip(wht, 0, None)), 1)]
     assert set(busiest[:2]) != {x.id for x in grid.tiles[:2]}  # the two orders differ here
     started = {tid: json.loads((Path(tiled.run_dir) / "tiles" / tid / "status.json").read_text())["started"]
                for tid in busiest}

@@ -24,7 +24,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from scipy.linalg import qr as scipy_qr
-from scipy.linalg import solve_triangular
 from scipy.optimize import least_squares, nnls
 
 from ..models.definition import ModelDefinition, evaluate
@@ -313,33 +312,23 @@ def _thin_qr(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scipy_qr(a, mode="economic", check_finite=False)
 
 
-def _full_rank(r: np.ndarray) -> bool:
-    """Whether the triangular factor ``r`` of a thin QR is safely invertible."""
-    d = np.abs(np.diag(r))
-    return bool(d.size) and d.min() > 1e-10 * d.max()
-
-
 def _qr_solve(q: np.ndarray, r: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Least-squares solution of ``a x = b`` from ``a``'s thin QR (``q``, ``r``);
-    a (nearly) rank-deficient ``a`` takes lstsq's minimum-norm solution."""
-    if _full_rank(r):
-        return solve_triangular(r, np.dot(q.T, b), check_finite=False)
-    return np.linalg.lstsq(a, b, rcond=None)[0]
+    """``lstsq(a, b)`` from ``a``'s thin QR (``q``, ``r``): the pseudo-inverse of
+    the small ``r`` with lstsq's cut-off, so a (nearly) rank-deficient ``a``
+    gets lstsq's minimum-norm solution."""
+    return np.linalg.pinv(r, rcond=np.finfo(float).eps * max(a.shape)) @ np.dot(q.T, b)
 
 
 def _flux_cov(a: np.ndarray, f: np.ndarray, constrained: bool) -> np.ndarray:
     free = (f != 0) if constrained else np.ones(f.size, bool)
     cov = np.full((f.size, f.size), np.nan)
     if free.any():
-        sub = a[:, free]
-        r = _thin_qr(sub)[1]
-        if _full_rank(r):  # (a^T a)^-1 = R^-1 R^-T
-            r_inv = solve_triangular(r, np.eye(r.shape[0]), check_finite=False)
-            cov_free = r_inv @ r_inv.T
-        else:
-            cov_free = np.linalg.pinv(sub.T @ sub)
+        r = _thin_qr(a[:, free])[1]
+        # pinv(a^T a) = R+ R+^T; R's singular values are a's, so the cut-off is
+        # the square root of the one pinv applies to a^T a
+        r_pinv = np.linalg.pinv(r, rcond=np.sqrt(1e-15))
         idx = np.flatnonzero(free)
-        cov[np.ix_(idx, idx)] = cov_free
+        cov[np.ix_(idx, idx)] = r_pinv @ r_pinv.T
     return cov
 
 

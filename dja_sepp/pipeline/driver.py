@@ -135,14 +135,15 @@ def run(images: str | Path | Field, out: str | Path, models: Sequence[str] | Non
                       "zeropoints": {b: im.zeropoint for b, im in fld.bands.items()}}
         cfg["run"]["inputs_key"] = inputs_key(fld, psf_paths, cfg)  # contents, not paths: decides reuse
         store.write_text("run.yaml", dump_config(_portable(cfg, store)))
-        preview, binning = _preview(grid, fld)
+        preview, weight, binning = _preview(grid, fld)
         _write_tiling(grid, fld, store, preview, binning)
         # setup: checks, fingerprints, tiling (the PSF step apart)
         timings["setup"] = time.perf_counter() - t_start - timings.get("psf", 0.0)
 
         from .execute import execute_tiles  # distributed imported only when running
         todo, reused = _tiles_to_run(grid, fld, cfg, final, psf_paths)
-        todo = busiest_first(todo, preview, binning)
+        todo = busiest_first(todo, preview * np.sqrt(np.clip(weight, 0, None)), binning)
+        del preview, weight
         carry_tiles(final, store, [t.id for t in reused])
         mosaic = cfg["mosaic"]["enabled"]
         client = get_client() if todo or mosaic else None
@@ -398,12 +399,12 @@ def _resolve_psfs(fld: Field, grid: TileGrid, cfg: Mapping[str, Any], store: Run
     return {b: given[b] for b in fld.bands}
 
 
-def _preview(grid: TileGrid, fld: Field) -> tuple[np.ndarray, int]:
-    """A strided preview of the detection image (at most ~1500 px a side,
-    never the full mosaic) and its stride."""
+def _preview(grid: TileGrid, fld: Field) -> tuple[np.ndarray, np.ndarray, int]:
+    """A strided preview of the detection image and its weight (at most
+    ~1500 px a side, never the full mosaic) and the stride."""
     step = max(1, max(grid.shape) // 1500)
-    preview, _ = fld.detection.read((slice(0, grid.shape[0], step), slice(0, grid.shape[1], step)))
-    return preview, step
+    preview, weight = fld.detection.read((slice(0, grid.shape[0], step), slice(0, grid.shape[1], step)))
+    return preview, weight, step
 
 
 def _write_tiling(grid: TileGrid, fld: Field, store: RunStore, preview: np.ndarray, step: int) -> None:
