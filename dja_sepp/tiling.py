@@ -234,7 +234,7 @@ def busiest_first(tiles: list[Tile], snr: np.ndarray, binning: int, nsigma: floa
     (strided by ``binning``) S/N map of the detection image, most first.
 
     A tile's fit time follows the area its sources cover far better than their
-    number (correlation 0.79 against 0.42 over the 16 tiles of the benchmark's
+    number (correlation 0.74 against 0.41 over the 16 tiles of the benchmark's
     60" field). Tasks submitted in this order start in it (Dask runs a client's
     submissions first in, first out), so the costliest tiles start first and a
     run does not end waiting on one large tile that started last. The map
