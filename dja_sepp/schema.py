@@ -104,6 +104,7 @@ SPECS: dict[str, Spec] = {
     "fit.model_dirs": Spec("list", items="str"),
     "fit.passes": _i(1),
     "fit.threads": _i(1),
+    "fit.processes": _i(1),
     "fit.max_iterations": _i(1),
     "fit.bd_restart": _n(0),
     "fit.subtract_below": _n(0),

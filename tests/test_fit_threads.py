@@ -65,7 +65,8 @@ def test_a_failing_group_raises_and_starts_nothing_after_it():
 galsim = pytest.importorskip("galsim")
 
 
-def test_two_threads_give_the_one_thread_catalog(monkeypatch):
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
+def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
     """A crowded scene (neighbours 1.2-2.2" apart, two passes, residual
     detection on): every column but the durations is identical with one and
     two threads, and the two-thread run did fit groups at the same time
@@ -106,7 +107,7 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch):
     for threads in (1, 2):
         widest.clear()
         fits[threads] = get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4",
-                                                  {**cfg["fit"], "threads": threads, "psf_radius": 40})
+                                                  {**cfg["fit"], parallel: threads, "psf_radius": 40})
         assert max(widest) == threads
     one, two = fits[1], fits[2]
     assert len(one) == len(two) >= 20

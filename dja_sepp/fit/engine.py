@@ -41,6 +41,7 @@ from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
+from .forked import ForkedPool, shared_array
 from .render import BandGrid
 from .residual_pass import ResidualPass
 from .schedule import run_in_order
@@ -133,8 +134,10 @@ class BuiltinEngine(Engine):
         groups = _reaching_the_core(groups, sources, in_core, detection.shape, _subtraction_reach(
             affines.values(), int(opts["psf_radius"])), opts)
         # the working images (data minus the models subtracted so far): float32
-        # like the mosaics, so a 2' tile of 8 bands holds 1.6 GB less than in float64
-        work = {b.band: np.array(b.sci, dtype=np.float32) for b in bands}
+        # like the mosaics, so a 2' tile of 8 bands holds 1.6 GB less than in float64;
+        # in shared memory when fit processes subtract models from them
+        copy = shared_array if int(opts["processes"]) > 1 else (lambda a: np.array(a, dtype=np.float32))
+        work = {b.band: copy(b.sci) for b in bands}
         state = _TileState(sources, detection, bands, work, affines, mdef, opts, out)
         state.in_core = in_core
         passes = max(1, int(opts["passes"]))
@@ -190,13 +193,14 @@ class _TileState(ResidualPass):
     def fit_pass(self, groups: list[np.ndarray], order, npass: int, share: float) -> None:
         """Fit the groups ``order`` (indices into ``groups``) brightest first
         in pass ``npass``; each group advances the progress bar by ``share``
-        of its size."""
+        of its size. With ``fit.threads`` or ``fit.processes`` > 1 groups
+        that touch no running fit's pixels are fitted at once (:mod:`.schedule`)."""
         flux = np.nan_to_num(np.asarray(self.sources["FLUX_AUTO"], float), nan=0.0)
         order = sorted(order, key=lambda g: -float(flux[groups[g]].sum()))
-
-        def fit(gi: int):
-            start = time.perf_counter()
-            return self.fit_rows(gi, groups[gi], npass), time.perf_counter() - start
+        for gi in order:
+            if gi not in self.bounds:
+                self.bounds[gi] = self.reach_bounds(groups[gi])
+        boxes = {gi: self.bounds[gi][0] for gi in order}
 
         def done(gi: int, result) -> None:
             rows, seconds = result
@@ -204,11 +208,62 @@ class _TileState(ResidualPass):
                 self.duration[rows] += seconds / len(rows)
             progress.advance(len(groups[gi]) * share)
 
-        for gi in order:
-            if gi not in self.bounds:
-                self.bounds[gi] = self.reach_bounds(groups[gi])
-        boxes = {gi: self.bounds[gi][0] for gi in order}
-        run_in_order(order, boxes, fit, done, int(self.opts["threads"]))
+        processes = int(self.opts["processes"])
+        if processes < 2 or len(order) < 2:
+            run_in_order(order, boxes, lambda gi: self._timed_fit(gi, groups[gi], npass), done,
+                         int(self.opts["threads"]))
+            return
+
+        def applied(gi: int, result) -> None:
+            change, rows, seconds = result
+            self._apply_change(gi, groups[gi], change)
+            done(gi, (rows, seconds))
+
+        with ForkedPool(processes, self._fit_in_child) as pool:
+            run_in_order(order, boxes, lambda gi: pool.run(
+                (gi, groups[gi], npass, self.modelled.copy(), self.explained.copy())), applied, processes)
+
+    def _timed_fit(self, gi: int, rows: np.ndarray, npass: int) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        return self.fit_rows(gi, rows, npass), time.perf_counter() - start
+
+    def _fit_in_child(self, args) -> tuple[dict, np.ndarray, float]:
+        """A fit process's task: fit group ``gi`` on the parent's current
+        ``modelled`` and ``explained`` (the rest of the state is the fork's,
+        the working images are shared); returns what the fit changed."""
+        gi, rows, npass, modelled, explained = args
+        self.modelled[:], self.explained[:] = modelled, explained
+        counters = (self.refits_skipped, self.restarts)
+        fitted, seconds = self._timed_fit(gi, rows, npass)
+        solution = self.solutions.get(gi)
+        change = {
+            "out": {k: v[rows] for k, v in self.out.items()},
+            "modelled": self.modelled[rows], "explained": self.explained[rows],
+            "models": self.models.get(gi), "fitted_on": self.fitted_on.get(gi),
+            # the model by role: the parent's own definitions, which the engine compares by identity
+            "solution": None if solution is None else (solution[0] is self.point,) + solution[1:],
+            "fit_snr": {int(r): self.fit_snr[int(r)] for r in rows if int(r) in self.fit_snr},
+            "counters": (self.refits_skipped - counters[0], self.restarts - counters[1]),
+        }
+        return change, fitted, seconds
+
+    def _apply_change(self, gi: int, rows: np.ndarray, change: dict) -> None:
+        """What a fit process changed in fitting group ``gi`` (its pixels are
+        already subtracted from the shared working images)."""
+        for k, v in change["out"].items():
+            self.out[k][rows] = v
+        self.modelled[rows], self.explained[rows] = change["modelled"], change["explained"]
+        for name in ("models", "fitted_on"):
+            if change[name] is None:
+                getattr(self, name).pop(gi, None)
+            else:
+                getattr(self, name)[gi] = change[name]
+        if change["solution"] is not None:
+            is_point, fitted_rows, theta = change["solution"]
+            self.solutions[gi] = (self.point if is_point else self.mdef, fitted_rows, theta)
+        self.fit_snr.update(change["fit_snr"])
+        self.refits_skipped += change["counters"][0]
+        self.restarts += change["counters"][1]
 
     def reach_bounds(self, rows: np.ndarray) -> tuple[tuple[slice, slice], dict[str, int]]:
         """The farthest (band px) the group's model is subtracted beyond its

@@ -1,0 +1,148 @@
+"""Processes forked from a tile's task that fit its groups (``fit.processes``).
+
+Threads fitting one tile's groups share the GIL: a third of a fit holds it
+(MINPACK's QR, numpy's small-array calls, the solver's Python), so two
+threads fit one tile only ~1.3x as fast as one. Processes do not share it.
+
+The children are forked, not spawned: they inherit the tile's images,
+sources and fitted state as they are at the fork, without copying or
+pickling them (memory pages are shared until written). The working images
+(data minus the models subtracted so far) live in shared memory
+(:func:`shared_array`), so a model one child subtracts is seen by every
+other and by the parent. Each task sends the child only what changed since
+the fork and gets back what the fit changed (see
+:class:`dja_sepp.fit.engine._TileState`); :mod:`.schedule` decides which
+groups may run at once.
+
+:func:`os.fork` is used directly: Dask's worker processes are daemonic, and
+:mod:`multiprocessing` refuses to start children from those. The children
+run only the fit (numpy, scipy, numba kernels) and end with :func:`os._exit`,
+so nothing of the worker (event loop, other threads, atexit handlers) runs
+in them.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import queue
+import resource
+import traceback
+import warnings
+from multiprocessing import Pipe
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["ForkedPool", "shared_array"]
+
+
+def shared_array(values: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """A copy of ``values`` in anonymous shared memory: processes forked
+    after it read and write the same pixels."""
+    values = np.asarray(values)
+    nbytes = max(int(np.prod(values.shape)) * np.dtype(dtype).itemsize, 1)
+    out = np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype, count=values.size).reshape(values.shape)
+    out[...] = values
+    return out
+
+
+class _LogRecords(logging.Handler):
+    """Collects a child's log records, to be logged again by the parent
+    (whose handlers, e.g. the tile's log, the child's copies do not reach)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[tuple[str, int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+
+
+def _serve(task: Callable[[Any], Any], conn) -> None:
+    """A child's loop: ``task(args)`` for every ``args`` received, until None."""
+    logger = logging.getLogger("dja_sepp")
+    collect = _LogRecords()
+    logger.handlers, logger.propagate = [collect], False
+    while True:
+        args = conn.recv()
+        if args is None:
+            conn.send(("cpu", resource.getrusage(resource.RUSAGE_SELF)))
+            return
+        collect.records = []
+        try:
+            reply = ("ok", task(args))
+        except Exception:  # reported to the parent, which raises it
+            reply = ("error", traceback.format_exc())
+        conn.send(reply + (collect.records,))
+
+
+class ForkedPool:
+    """``n`` child processes, forked now, each running ``task(args)`` for the
+    ``args`` that :meth:`run` sends it.
+
+    :meth:`run` blocks its calling thread (not the GIL) until a child
+    returns; call it from up to ``n`` threads at once. Use as a context
+    manager: the children end on exit, and ``cpu_s`` then holds the CPU
+    seconds they used.
+    """
+
+    def __init__(self, n: int, task: Callable[[Any], Any]):
+        self.cpu_s = 0.0
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        self._children: list[tuple[int, Any]] = []
+        for _ in range(n):
+            parent_end, child_end = Pipe()
+            pid = _fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    parent_end.close()
+                    _serve(task, child_end)
+                    code = 0
+                finally:
+                    os._exit(code)
+            child_end.close()
+            self._children.append((pid, parent_end))
+            self._idle.put(parent_end)
+
+    def run(self, args: Any) -> Any:
+        """``task(args)`` in an idle child; its exception is raised here."""
+        conn = self._idle.get()
+        try:
+            conn.send(args)
+            status, value, records = conn.recv()
+        except (EOFError, OSError) as exc:
+            raise RuntimeError("a fit process ended unexpectedly (killed, or out of memory?)") from exc
+        finally:
+            self._idle.put(conn)
+        for name, level, message in records:
+            logging.getLogger(name).log(level, "%s", message)
+        if status == "error":
+            raise RuntimeError(f"a group's fit failed in a fit process:\n{value}")
+        return value
+
+    def __enter__(self) -> "ForkedPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pid, conn in self._children:
+            try:
+                conn.send(None)
+                status, usage = conn.recv()
+                self.cpu_s += usage.ru_utime + usage.ru_stime
+            except (EOFError, OSError):
+                os.kill(pid, 9)
+            finally:
+                conn.close()
+                os.waitpid(pid, 0)
+
+
+def _fork() -> int:
+    # Python >= 3.12 warns on fork() in a process with threads (the Dask
+    # worker's): a lock another thread holds stays locked in the child. The
+    # children take no lock of those threads (they fit, log into their own
+    # handler and end with os._exit).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()

@@ -1,0 +1,76 @@
+"""Fit processes forked from a tile's task (``fit.processes``)."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from dja_sepp.fit.forked import ForkedPool, shared_array
+
+
+class _Task:
+    """A task whose state the children inherit at the fork."""
+
+    def __init__(self, image):
+        self.image, self.factor = image, 3
+
+    def __call__(self, args):
+        what, value = args
+        if what == "raise":
+            raise ValueError(f"bad value {value}")
+        if what == "die":
+            os._exit(7)
+        if what == "log":
+            logging.getLogger("dja_sepp.fit.engine").warning("fit of rows %s failed", value)
+            return os.getpid(), None
+        self.image[value] -= 1.0  # a shared pixel: the parent sees it
+        sum(i * i for i in range(200_000))  # some CPU to count
+        return os.getpid(), self.factor * value
+
+
+def test_children_inherit_the_state_share_the_images_and_run_at_once():
+    image = shared_array(np.zeros(4))
+    replies = []
+    with ForkedPool(2, _Task(image)) as pool:
+        threads = [threading.Thread(target=lambda v=v: replies.append(pool.run(("sub", v)))) for v in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(r[1] for r in replies) == [0, 3, 6, 9]  # self.factor came with the fork
+    assert {r[0] for r in replies} - {os.getpid()} == {r[0] for r in replies}  # never in the parent
+    np.testing.assert_array_equal(image, -1.0)  # every child's subtraction is in the parent's image
+    assert pool.cpu_s > 0  # the children's CPU, counted once they ended
+
+
+def test_a_child_s_error_and_logs_reach_the_parent(caplog):
+    with ForkedPool(1, _Task(shared_array(np.zeros(1)))) as pool:
+        with caplog.at_level(logging.WARNING, logger="dja_sepp"):
+            pool.run(("log", [3, 4]))
+        assert "fit of rows [3, 4] failed" in caplog.text
+        with pytest.raises(RuntimeError, match="ValueError: bad value 5"):
+            pool.run(("raise", 5))
+        assert pool.run(("sub", 0))[1] == 0  # the child lives on after a task's error
+
+
+def test_a_child_that_dies_is_an_error_not_a_hang():
+    with ForkedPool(1, _Task(shared_array(np.zeros(1)))) as pool:
+        with pytest.raises(RuntimeError, match="ended unexpectedly"):
+            pool.run(("die", 0))
+
+
+def _pool_in_worker():
+    image = shared_array(np.zeros(2))
+    with ForkedPool(2, _Task(image)) as pool:
+        out = [pool.run(("sub", 1))[1], pool.run(("sub", 0))[1]]
+    return out, image.tolist()
+
+
+def test_fit_processes_start_inside_a_dask_worker(dask_client):
+    """Dask's worker processes are daemonic: multiprocessing would refuse to
+    start children there, os.fork does not."""
+    out, image = dask_client.submit(_pool_in_worker, pure=False).result(timeout=60)
+    assert out == [3, 0] and image == [-1.0, -1.0]
