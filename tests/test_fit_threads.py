@@ -21,8 +21,8 @@ def test_overlapping_earlier_lists_only_earlier_boxes_that_overlap():
     assert [list(g) for g in got] == [[], [0], [], [1, 2]]  # touching edges (10 vs 10) do not overlap
 
 
-def _record(order, boxes, threads, seconds=0.15, fail=None, spans=None):
-    spans, lock, called = {} if spans is None else spans, threading.Lock(), []
+def _record(order, reads, threads, seconds=0.15, fail=None, spans=None, writes=None):
+    spans, lock, applied = {} if spans is None else spans, threading.Lock(), []
 
     def work(i):
         if i == fail:
@@ -33,25 +33,40 @@ def _record(order, boxes, threads, seconds=0.15, fail=None, spans=None):
             spans[i] = (start, time.perf_counter())
         return i * 10
 
-    def done(i, result):
+    def apply(i, result):
         assert threading.current_thread() is threading.main_thread()
-        called.append((i, result))
+        applied.append((i, result, time.perf_counter()))
 
-    run_in_order(order, boxes, work, done, threads)
-    return spans, called
+    run_in_order(order, reads, reads if writes is None else writes, work, apply, threads)
+    return spans, applied
 
 
 def test_groups_start_after_every_earlier_overlapping_one_and_others_run_at_once():
     # 0 and 1 overlap; 2 overlaps neither; 3 overlaps 2 only
     boxes = {7: _box(0, 10, 0, 10), 3: _box(5, 15, 5, 15), 9: _box(50, 60, 50, 60), 1: _box(55, 70, 55, 70)}
     order = [7, 3, 9, 1]
-    spans, called = _record(order, boxes, threads=2)
-    assert sorted(i for i, _ in called) == sorted(order) and all(r == i * 10 for i, r in called)
+    spans, applied = _record(order, boxes, threads=2)
+    assert sorted(i for i, _, _ in applied) == sorted(order) and all(r == i * 10 for i, r, _ in applied)
     assert spans[3][0] >= spans[7][1]  # 3 waited for 7
     assert spans[1][0] >= spans[9][1]  # 1 waited for 9
     assert spans[9][0] < spans[7][1]   # 9 ran while 7 ran: two threads used
     serial, _ = _record(order, boxes, threads=1)
     assert all(serial[b][0] >= serial[a][1] for a, b in zip(order, order[1:]))  # one after the other
+
+
+def test_a_fit_reading_where_an_earlier_one_only_writes_waits_but_one_writing_there_runs_at_once():
+    """0 writes over 1's window (1 must see 0's subtraction: it waits); 2
+    writes over 0's window but reads apart (it fits while 0 fits, and its
+    change is applied only after 0's); 3 writes where 2 writes, and reads
+    apart from both: it runs at once and is applied after 2."""
+    reads = {0: _box(0, 10, 0, 10), 1: _box(12, 20, 0, 10), 2: _box(40, 50, 0, 10), 3: _box(80, 90, 0, 10)}
+    writes = {0: _box(0, 15, 0, 10), 1: _box(12, 20, 0, 10), 2: _box(5, 60, 0, 10), 3: _box(55, 90, 0, 10)}
+    spans, applied = _record([0, 1, 2, 3], reads, threads=3, seconds=0.3, writes=writes)
+    at = {i: t for i, _, t in applied}
+    assert spans[1][0] >= at[0]                                # 1 read 0's subtraction
+    assert spans[2][0] < spans[0][1] and spans[3][0] < spans[0][1]  # 2 and 3 fitted while 0 fitted
+    assert at[2] > at[0] and at[3] > at[2]                     # changes in the serial order where they meet
+    assert [i for i, _, _ in applied].index(0) == 0
 
 
 def test_a_failing_group_raises_and_starts_nothing_after_it():
@@ -72,7 +87,7 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
     two threads, and the two-thread run did fit groups at the same time
     (models subtracted at most 40 px beyond their windows: in a scene this
     small the default 150 px would make every group touch every other)."""
-    from dja_sepp.fit import engine as engine_module
+    from dja_sepp.fit import parallel as engine_module
     from dja_sepp.fit.base import get_engine
     from dja_sepp.settings import load_config
     from dja_sepp.sim.scenes import detect_and_match, galaxy_grid, make_scene
@@ -88,7 +103,7 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
     widest = []
     original = engine_module.run_in_order
 
-    def counting(order, boxes, work, done, threads):
+    def counting(order, reads, writes, work, apply, threads):
         running, lock = [0], threading.Lock()
 
         def counted(i):
@@ -100,7 +115,7 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
             finally:
                 with lock:
                     running[0] -= 1
-        return original(order, boxes, counted, done, threads)
+        return original(order, reads, writes, counted, apply, threads)
 
     monkeypatch.setattr(engine_module, "run_in_order", counting)
     fits = {}

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -41,10 +40,10 @@ from ..settings import default_config
 from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
-from .forked import ForkedPool, shared_array
+from .forked import shared_array
 from .render import BandGrid
+from .parallel import ParallelPass
 from .residual_pass import ResidualPass
-from .schedule import run_in_order
 from .solver import BandData, fit_group, render_group
 from .subtraction import model_reach, reach_bound, subtraction_grid
 from .triage import band_box, is_explained, prefer_point, segment_flux, segments_on_band
@@ -168,7 +167,7 @@ class BuiltinEngine(Engine):
         return render_catalog(catalog, grid, load_model(model))
 
 
-class _TileState(ResidualPass):
+class _TileState(ResidualPass, ParallelPass):
     """The working images of one tile and what has been fitted on them."""
 
     def __init__(self, sources, det, bands, work, affines, mdef, opts, out):
@@ -181,8 +180,8 @@ class _TileState(ResidualPass):
         self.fitted_on: dict[int, list] = {}  # group -> the pixels and weights of its last fit
         self.solutions: dict[int, tuple] = {}  # group -> (model, theta) of its last fit (warm starts)
         self.refits_skipped = 0
-        # group -> (detection pixels its fit may touch, band -> farthest subtraction beyond its window)
-        self.bounds: dict[int, tuple] = {}
+        # group -> (detection pixels its fit may read, and write, band -> farthest subtraction beyond its window)
+        self.regions: dict[int, tuple] = {}
         self._count = threading.Lock()  # the counters below, when groups are fitted on threads
         self.restarts = 0   # bulge + disk fits started again from a small bulge
         self.in_core = np.ones(len(sources), bool)
@@ -190,90 +189,18 @@ class _TileState(ResidualPass):
         self.dropped = np.zeros(len(sources), bool)  # residual sources too faint once fitted
         self.fit_snr: dict[int, dict] = {}  # row -> band -> S/N of its last fit
 
-    def fit_pass(self, groups: list[np.ndarray], order, npass: int, share: float) -> None:
-        """Fit the groups ``order`` (indices into ``groups``) brightest first
-        in pass ``npass``; each group advances the progress bar by ``share``
-        of its size. With ``fit.threads`` or ``fit.processes`` > 1 groups
-        that touch no running fit's pixels are fitted at once (:mod:`.schedule`)."""
-        flux = np.nan_to_num(np.asarray(self.sources["FLUX_AUTO"], float), nan=0.0)
-        order = sorted(order, key=lambda g: -float(flux[groups[g]].sum()))
-        for gi in order:
-            if gi not in self.bounds:
-                self.bounds[gi] = self.reach_bounds(groups[gi])
-        boxes = {gi: self.bounds[gi][0] for gi in order}
-
-        def done(gi: int, result) -> None:
-            rows, seconds = result
-            if len(rows):
-                self.duration[rows] += seconds / len(rows)
-            progress.advance(len(groups[gi]) * share)
-
-        processes = int(self.opts["processes"])
-        if processes < 2 or len(order) < 2:
-            run_in_order(order, boxes, lambda gi: self._timed_fit(gi, groups[gi], npass), done,
-                         int(self.opts["threads"]))
-            return
-
-        def applied(gi: int, result) -> None:
-            change, rows, seconds = result
-            self._apply_change(gi, groups[gi], change)
-            done(gi, (rows, seconds))
-
-        with ForkedPool(processes, self._fit_in_child) as pool:
-            run_in_order(order, boxes, lambda gi: pool.run(
-                (gi, groups[gi], npass, self.modelled.copy(), self.explained.copy())), applied, processes)
-
-    def _timed_fit(self, gi: int, rows: np.ndarray, npass: int) -> tuple[np.ndarray, float]:
-        start = time.perf_counter()
-        return self.fit_rows(gi, rows, npass), time.perf_counter() - start
-
-    def _fit_in_child(self, args) -> tuple[dict, np.ndarray, float]:
-        """A fit process's task: fit group ``gi`` on the parent's current
-        ``modelled`` and ``explained`` (the rest of the state is the fork's,
-        the working images are shared); returns what the fit changed."""
-        gi, rows, npass, modelled, explained = args
-        self.modelled[:], self.explained[:] = modelled, explained
-        counters = (self.refits_skipped, self.restarts)
-        fitted, seconds = self._timed_fit(gi, rows, npass)
-        solution = self.solutions.get(gi)
-        change = {
-            "out": {k: v[rows] for k, v in self.out.items()},
-            "modelled": self.modelled[rows], "explained": self.explained[rows],
-            "models": self.models.get(gi), "fitted_on": self.fitted_on.get(gi),
-            # the model by role: the parent's own definitions, which the engine compares by identity
-            "solution": None if solution is None else (solution[0] is self.point,) + solution[1:],
-            "fit_snr": {int(r): self.fit_snr[int(r)] for r in rows if int(r) in self.fit_snr},
-            "counters": (self.refits_skipped - counters[0], self.restarts - counters[1]),
-        }
-        return change, fitted, seconds
-
-    def _apply_change(self, gi: int, rows: np.ndarray, change: dict) -> None:
-        """What a fit process changed in fitting group ``gi`` (its pixels are
-        already subtracted from the shared working images)."""
-        for k, v in change["out"].items():
-            self.out[k][rows] = v
-        self.modelled[rows], self.explained[rows] = change["modelled"], change["explained"]
-        for name in ("models", "fitted_on"):
-            if change[name] is None:
-                getattr(self, name).pop(gi, None)
-            else:
-                getattr(self, name)[gi] = change[name]
-        if change["solution"] is not None:
-            is_point, fitted_rows, theta = change["solution"]
-            self.solutions[gi] = (self.point if is_point else self.mdef, fitted_rows, theta)
-        self.fit_snr.update(change["fit_snr"])
-        self.refits_skipped += change["counters"][0]
-        self.restarts += change["counters"][1]
-
-    def reach_bounds(self, rows: np.ndarray) -> tuple[tuple[slice, slice], dict[str, int]]:
-        """The farthest (band px) the group's model is subtracted beyond its
-        window in each band (:func:`.subtraction.reach_bound`) and the detection pixels
-        its fit may read or write: its window grown by that (+2 px)."""
+    def regions_of(self, rows: np.ndarray) -> tuple[tuple[slice, slice], tuple[slice, slice], dict[str, int]]:
+        """The detection pixels the group's fit may read (its window + 2 px +
+        one band pixel: the band windows cover it) and the ones its model may
+        be subtracted from (its window grown by the farthest reach + 2 px), and
+        that farthest reach (band px) beyond its window in each band
+        (:func:`.subtraction.reach_bound`)."""
         win = det_window(self.sources, rows, self.det.shape, self.opts)
         bounds = {b.band: reach_bound(b, win, self.affines[b.band], self.opts) for b in self.bands}
-        grow = 2 + max((int(np.ceil(bounds[b.band] / np.sqrt(abs(np.linalg.det(self.affines[b.band][0])))))
-                        for b in self.bands), default=0)
-        return (slice(win[0].start - grow, win[0].stop + grow), slice(win[1].start - grow, win[1].stop + grow)), bounds
+        scales = [np.sqrt(abs(np.linalg.det(self.affines[b.band][0]))) for b in self.bands]  # band px per det px
+        read = 2 + int(np.ceil(1.0 / min(scales, default=1.0)))
+        write = 2 + max((int(np.ceil(bounds[b.band] / sc)) for b, sc in zip(self.bands, scales)), default=0)
+        return _grown(win, read), _grown(win, max(read, write)), bounds
 
     def _unchanged(self, gi: int, data: list) -> bool:
         """True when group ``gi``'s window holds the pixels of its last fit
@@ -294,42 +221,49 @@ class _TileState(ResidualPass):
                 return False
         return True
 
-    def fit_rows(self, gi: int, rows: np.ndarray, npass: int) -> np.ndarray:
-        """Fit group ``gi`` in pass ``npass``; returns the rows it fitted."""
+    def fit_rows(self, gi: int, rows: np.ndarray, npass: int) -> tuple[np.ndarray, dict, dict]:
+        """Fit group ``gi`` in pass ``npass``; returns the rows it fitted, its
+        previous model (band -> (slices, image)) to add back to the working
+        images and the model to subtract from them: :meth:`apply_models`
+        changes their pixels, never the fit (:mod:`.schedule`)."""
         out = self.out
         if npass == 0:
             rows = self._not_explained(rows)
         else:
             rows = rows[~self.explained[rows]]
         if not len(rows):
-            return rows
+            return rows, {}, {}
         saved = {k: v[rows].copy() for k, v in out.items()} if gi in self.models else None
         previous = self.models.pop(gi, {})
-        self._add(previous, +1.0)  # refit on data with every *other* model removed
-        win, data = self._window_data(rows)
+        win, data = self._window_data(rows, previous)  # refit on data with every *other* model removed
         if saved is not None and self._unchanged(gi, data):
             # the other models moved this group's pixels by far less than the
             # noise (and unmasked none): a refit would return the same fit
-            self._add(previous, -1.0)
             self.models[gi] = previous
             with self._count:
                 self.refits_skipped += 1
-            return rows
+            return rows, previous, previous
         out["FLAGS"][rows] = 0
-        # (copies: the data are views of the working images, which the fit's model is subtracted from)
+        # (copies: the data may be views of the working images, which later models are subtracted from)
         pixels = [(d.name, d.meta_slice, d.data.copy(), d.weight) for d in data]
         fitted = self._fit_one(rows, win, data, gi)
         if fitted:
             self.models[gi] = fitted
             self.modelled[rows] = True
             self.fitted_on[gi] = pixels
-        elif saved is not None:  # the refit failed: keep the first pass, whose model stays subtracted
+            return rows, previous, fitted
+        if saved is not None:  # the refit failed: keep the first pass, whose model stays subtracted
             for k, v in saved.items():
                 out[k][rows] = v
             out["FLAGS"][rows] |= int(FitFlag.REFIT_FAILED)
-            self._add(previous, -1.0)
             self.models[gi] = previous
-        return rows
+        return rows, previous, previous
+
+    def apply_models(self, previous: dict, subtracted: dict) -> None:
+        """A fit's change to the working images: its previous model added
+        back, its new one subtracted (the pixel operations of the serial order)."""
+        self._add(previous, +1.0)
+        self._add(subtracted, -1.0)
 
     def _add(self, models: dict, sign: float) -> None:
         for name, (sl, img) in models.items():
@@ -355,8 +289,9 @@ class _TileState(ResidualPass):
                 keep.append(r)
         return np.array(keep, dtype=int)
 
-    def _window_data(self, rows: np.ndarray) -> tuple[tuple[slice, slice], list]:
-        """The group's detection window and each band's pixels over it."""
+    def _window_data(self, rows: np.ndarray, previous: dict) -> tuple[tuple[slice, slice], list]:
+        """The group's detection window and each band's pixels over it, with
+        the group's ``previous`` model added back (copies where it was)."""
         s, det, opts = self.sources, self.det, self.opts
         win = det_window(s, rows, det.shape, opts)
         seg_ids = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[rows])
@@ -364,15 +299,16 @@ class _TileState(ResidualPass):
         done = set(int(v) for v in np.asarray(s["SEGMENT_ID"])[self.modelled])
         data = []
         for b in self.bands:
-            bd = _band_data(b, det, win, self.affines[b.band], self.work[b.band], seg_ids | done, opts)
+            bd = _band_data(b, det, win, self.affines[b.band], self.work[b.band], seg_ids | done, opts,
+                            previous.get(b.band))
             if bd is not None and bd.npix > 0:
                 data.append(bd)
         return win, data
 
     def _fit_one(self, rows: np.ndarray, win, data: list, gi: int) -> dict:
-        """Fit group ``gi`` on its window's pixels (``data``, views of the
-        working images), subtract its model from the working images and
-        return it (band -> (slice, image)); flags the rows on failure.
+        """Fit group ``gi`` on its window's pixels (``data``) and return its
+        model over the region it is subtracted from (band -> (slice, image));
+        flags the rows on failure.
 
         A refit starts from the group's previous solution with the same model
         and members (warm start): the neighbours' models moved its pixels a
@@ -412,13 +348,11 @@ class _TileState(ResidualPass):
             else:
                 fill_row(out, r, k, fit, mdef, names, blended=len(rows) > 1)
         subtracted = {}
-        for d in data:  # subtract the group's model: neighbours fitted later see clean pixels
+        for d in data:  # the group's model, subtracted: neighbours fitted later see clean pixels
             reach = min(model_reach(d, float(np.nansum(fit.fluxes[d.name])), int(opts["psf_radius"]),
-                                     float(opts["subtract_below"])), self.bounds[gi][1][d.name])
+                                     float(opts["subtract_below"])), self.regions[gi][2][d.name])
             sl, grid = subtraction_grid(d, self.affines[d.name], self.work[d.name].shape, reach)
-            img = render_group(mdef, fit.theta, fit.fluxes[d.name], grid)
-            self.work[d.name][sl] -= img
-            subtracted[d.name] = (sl, img)
+            subtracted[d.name] = (sl, render_group(mdef, fit.theta, fit.fluxes[d.name], grid))
         return subtracted
 
     def _snr(self, row: int) -> float:
@@ -566,8 +500,9 @@ def _inside(theta: np.ndarray, ranges) -> np.ndarray:
     return out
 
 
-def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segments, opts):
-    """Pixels of ``band`` over the detection window, other segments masked."""
+def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segments, opts, model=None):
+    """Pixels of ``band`` over the detection window, other segments masked;
+    a view of ``work``, or a copy plus ``model`` (slices, image) where it is."""
     a, t = affine
     sl = band_box(win, affine, band.shape)
     if sl is None:
@@ -587,6 +522,23 @@ def _band_data(band: BandCutout, det: BandCutout, win, affine, work, keep_segmen
     reach = max(y_hi - y_lo, x_hi - x_lo) + 2 * BandGrid.margin
     grid = BandGrid((y_hi - y_lo, x_hi - x_lo), a, t - np.array([x_lo, y_lo]) + a @ np.array(
         [win[1].start, win[0].start]), psf, int(min(opts["fit_psf_radius"], psf.shape[0] // 2, reach)))
-    bd = BandData(band.band, grid, work[sl], weight, band.wavelength)
+    bd = BandData(band.band, grid, work[sl] if model is None else _plus(work, sl, model), weight, band.wavelength)
     bd.meta_slice = sl
     return bd
+
+
+def _plus(work: np.ndarray, sl: tuple[slice, slice], model) -> np.ndarray:
+    """A copy of ``work[sl]`` with ``model`` (slices, image) added where they
+    overlap, as adding it to ``work`` would (the same float32 sums)."""
+    out = work[sl].copy()
+    msl, img = model
+    y0, y1 = max(sl[0].start, msl[0].start), min(sl[0].stop, msl[0].stop)
+    x0, x1 = max(sl[1].start, msl[1].start), min(sl[1].stop, msl[1].stop)
+    if y1 > y0 and x1 > x0:
+        out[y0 - sl[0].start:y1 - sl[0].start, x0 - sl[1].start:x1 - sl[1].start] += 1.0 * img[
+            y0 - msl[0].start:y1 - msl[0].start, x0 - msl[1].start:x1 - msl[1].start]
+    return out
+
+
+def _grown(win: tuple[slice, slice], by: int) -> tuple[slice, slice]:
+    return slice(win[0].start - by, win[0].stop + by), slice(win[1].start - by, win[1].stop + by)
