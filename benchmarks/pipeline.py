@@ -21,8 +21,9 @@ LocalCluster of single-threaded workers, PSFs built by the run unless
 field and 2 workers on twice the area (parallel efficiency, memory flat in area).
 
 ``--mode threads``: two cores on the busiest tiles of a run: one tile with
-``fit.threads`` 1 and 2 (speedup, identical catalogs), and two tiles at once
-in two threads of one process or in two processes.
+``fit.threads`` 1 and 2 and with ``fit.processes`` 2 (speedups, identical
+catalogs, core-s), and two tiles at once in two threads of one process or in
+two processes.
 
 Usage::
 
@@ -305,7 +306,8 @@ def scaling(args) -> dict:
 
 def _tile_job(job) -> dict:
     """``process_tile`` of one tile (a job of :func:`threads`: runs in a
-    thread or in a spawned process): wall and CPU seconds of its thread."""
+    thread or in a spawned process): wall seconds and the core-s of the tile
+    task (its thread and its fit processes), timings of its steps."""
     from dja_sepp.deploy.env import tune_allocator
     from dja_sepp.pipeline import process_tile
     from dja_sepp.pipeline.driver import field_from_config
@@ -317,10 +319,10 @@ def _tile_job(job) -> dict:
     fld = field_from_config(str(images), cfg)
     tile = next(t for t in make_tiles(fld, tiling["tile_size"], tiling["overlap"], tiling["align"]).tiles
                 if t.id == tile_id)
-    t0, c0 = time.perf_counter(), time.thread_time()
+    t0 = time.perf_counter()
     status = process_tile(tile, fld, cfg, str(out), psf_paths)
-    return {"tile": tile_id, "wall": time.perf_counter() - t0, "cpu": time.thread_time() - c0,
-            "fit": status["timings"]["fit"], "n_sources": status.get("n_sources")}
+    return {"tile": tile_id, "wall": time.perf_counter() - t0, "cpu": status["resources"]["cpu_s"],
+            "fit": status["timings"]["fit"], "timings": status["timings"], "n_sources": status.get("n_sources")}
 
 
 def _same_catalogs(a: Path, b: Path) -> bool:
@@ -359,9 +361,10 @@ def threads(args) -> dict:
     def job(tile_id, name, fit=None):
         return (sim.images_dir, tiling, psf_paths, tile_id, out / "threads" / name, fit or {})
     _tile_job(job(busiest[0], "warmup"))
-    one = {n: _tile_job(job(busiest[0], f"one_{n}", {"threads": n})) for n in (1, 2)}
-    same = _same_catalogs(*(out / "threads" / f"one_{n}" / "tiles" / busiest[0] / "catalog.parquet"
-                            for n in (1, 2)))
+    settings = {"1": {"threads": 1}, "2 threads": {"threads": 2}, "2 processes": {"processes": 2}}
+    one = {k: _tile_job(job(busiest[0], f"one_{k.replace(' ', '_')}", fit)) for k, fit in settings.items()}
+    same = {k: _same_catalogs(*(out / "threads" / f"one_{n.replace(' ', '_')}" / "tiles" / busiest[0] / "catalog.parquet"
+                                for n in ("1", k))) for k in settings if k != "1"}
     t0 = time.perf_counter()
     serial = [_tile_job(job(t, f"serial_{t}")) for t in busiest]
     serial_wall = time.perf_counter() - t0
@@ -373,16 +376,18 @@ def threads(args) -> dict:
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.map(_tile_job, [job(t, f"procs_{t}") for t in busiest])
     procs_wall = time.perf_counter() - t0
-    rows = {"one_tile": {"tile": busiest[0], "n_sources": one[1]["n_sources"],
-                         "fit_s": {n: one[n]["fit"] for n in (1, 2)}, "wall_s": {n: one[n]["wall"] for n in (1, 2)},
-                         "speedup": one[1]["wall"] / one[2]["wall"], "identical_catalogs": same},
+    rows = {"one_tile": {"tile": busiest[0], "n_sources": one["1"]["n_sources"], "runs": one,
+                         "speedup": {k: one["1"]["wall"] / one[k]["wall"] for k in settings if k != "1"},
+                         "identical_catalogs": same},
             "two_tiles": {"tiles": busiest, "serial_wall_s": serial_wall, "two_threads_wall_s": threads_wall,
                           "two_processes_wall_s": procs_wall, "thread_speedup": serial_wall / threads_wall,
                           "process_speedup": serial_wall / procs_wall, "serial_tiles": serial}}
     o, t = rows["one_tile"], rows["two_tiles"]
-    print(f"one tile ({o['tile']}, {o['n_sources']} sources): fit.threads 1 -> 2: wall {o['wall_s'][1]:.1f} -> "
-          f"{o['wall_s'][2]:.1f} s (fit {o['fit_s'][1]:.1f} -> {o['fit_s'][2]:.1f} s), speedup {o['speedup']:.2f}, "
-          f"identical catalogs: {same}")
+    print(f"one tile ({o['tile']}, {o['n_sources']} sources):")
+    print(f"{'fit on':<14}{'wall s':>8}{'fit s':>8}{'core-s':>8}{'speedup':>9}  same catalog")
+    for k, run in one.items():
+        print(f"{k:<14}{run['wall']:>8.1f}{run['fit']:>8.1f}{run['cpu']:>8.1f}"
+              f"{o['speedup'].get(k, 1.0):>9.2f}  {same.get(k, '-')}")
     print(f"two tiles: one after the other {serial_wall:.1f} s; 2 threads of one process {threads_wall:.1f} s "
           f"(x{t['thread_speedup']:.2f}); 2 processes {procs_wall:.1f} s (x{t['process_speedup']:.2f})")
     return {"mode": "threads", "size_arcsec": args.size, "psf": args.psf, "run": r, **rows}

@@ -74,3 +74,29 @@ def test_fit_processes_start_inside_a_dask_worker(dask_client):
     start children there, os.fork does not."""
     out, image = dask_client.submit(_pool_in_worker, pure=False).result(timeout=60)
     assert out == [3, 0] and image == [-1.0, -1.0]
+
+
+def test_a_run_with_fit_processes_gives_the_same_catalog_and_counts_their_cpu(tmp_path, dask_client):
+    """Through real Dask workers: ``fit.processes: 2`` gives the one-process
+    catalog, and each tile's ``cpu_s`` holds its fit processes' CPU."""
+    import json
+
+    import dja_sepp
+    from newcomer import write_tiny_field
+
+    images, psf_args = write_tiny_field(tmp_path)
+    psfs = dict(a.split("=", 1) for a in psf_args[1::2])
+    results = {n: dja_sepp.run(images, tmp_path / f"run{n}", models="sersic", psfs=psfs, mosaic=False,
+                               cluster=dask_client, progress=False, tiling__tile_size=100.0, fit__processes=n)
+               for n in (1, 2)}
+    one, two = (results[n].catalog for n in (1, 2))
+    assert len(one) == len(two) == 4
+    for col in one.colnames:
+        if col != "FIT_DURATION":
+            assert np.array_equal(np.asarray(one[col]), np.asarray(two[col]),
+                                  equal_nan=one[col].dtype.kind == "f"), col
+    statuses = [json.loads(p.read_text()) for p in (tmp_path / "run2" / "tiles").glob("*/status.json")]
+    assert len(statuses) == 1
+    child = statuses[0]["timings"]["fit_subprocess_cpu"]
+    used = statuses[0]["resources"]
+    assert child > 0 and used["cpu_s"] == pytest.approx(used["thread_cpu_s"] + child, abs=1e-3)

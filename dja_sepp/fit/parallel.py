@@ -60,6 +60,7 @@ class ParallelPass:
         with ForkedPool(processes, self._fit_in_child) as pool:
             run_in_order(order, reads, writes, lambda gi: pool.run(
                 (gi, groups[gi], npass, self.modelled.copy(), self.explained.copy())), apply_change, processes)
+        self.child_cpu_s += pool.cpu_s
 
     def _timed_fit(self, gi: int, rows: np.ndarray, npass: int) -> tuple:
         start = time.perf_counter()
