@@ -87,6 +87,8 @@ class ParallelPass:
             "fit_snr": {int(r): self.fit_snr[int(r)] for r in rows if int(r) in self.fit_snr},
             "counters": (self.refits_skipped - counters[0], self.restarts - counters[1]),
         }
+        for held in (self.models, self.fitted_on):  # the parent holds them now: a child's memory stays flat
+            held.pop(gi, None)
         return change, (fitted, bool(previous), _PREVIOUS if subtracted is previous else subtracted, seconds)
 
     def _apply_change(self, gi: int, rows: np.ndarray, change: dict, previous: dict) -> None:
