@@ -70,7 +70,7 @@ def run_engine(engine: str, images: Path, out: Path, client, psfs, tiling: dict,
     # CPU seconds of the tile tasks (their thread) plus SE++'s own process: load-independent
     statuses = [json.loads(p.read_text()) for p in (out / "tiles").glob("*/status.json")]
     cpu = sum(float((s.get("resources") or {}).get("cpu_s", 0.0))
-              + float(s.get("timings", {}).get("fit_subprocess_cpu", 0.0)) for s in statuses)
+              + float(s.get("timings", {}).get("helper_cpu", 0.0)) for s in statuses)
     per = max(1, fitted * len(bands))
     return {"engine": engine, "wall": wall, "tile_fit_core_s": fit_s, "tile_cpu_s": cpu, "n_rows": len(catalog),
             "n_fitted": fitted, "bands": bands, "cpu_s_per_source_band": cpu / per,
@@ -158,7 +158,7 @@ def one_tile(out: Path, size: float, n_galaxies: int, bands, seed: int, model: s
     for engine in ENGINES:
         t0 = time.process_time()
         fitted = get_engine(engine).fit(sources, det, cuts, model, cfg["fit"])
-        cpu = time.process_time() - t0 + float(fitted.meta.pop("SUBPROCESS_CPU", 0.0))
+        cpu = time.process_time() - t0 + float(fitted.meta.pop("HELPER_CPU", 0.0))
         keep = [c for c in sources.colnames if c not in fitted.colnames]
         catalogs[engine] = hstack([sources[keep], fitted])
         n = int(np.count_nonzero(np.isfinite(np.asarray(fitted["RA_MODEL"], float))))

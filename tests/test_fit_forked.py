@@ -97,6 +97,6 @@ def test_a_run_with_fit_processes_gives_the_same_catalog_and_counts_their_cpu(tm
                                   equal_nan=one[col].dtype.kind == "f"), col
     statuses = [json.loads(p.read_text()) for p in (tmp_path / "run2" / "tiles").glob("*/status.json")]
     assert len(statuses) == 1
-    child = statuses[0]["timings"]["fit_subprocess_cpu"]
+    child = statuses[0]["timings"]["helper_cpu"]
     used = statuses[0]["resources"]
     assert child > 0 and used["cpu_s"] == pytest.approx(used["thread_cpu_s"] + child, abs=1e-3)

@@ -88,7 +88,7 @@ def test_engine_models_mean_what_ours_do(tmp_path):
     sources, det, bands = whole_field(sim, cfg["detection"])
     engine = SeppEngine()
     cat = engine.fit(sources, det, bands, "sersic_rg4", cfg["fit"])
-    assert len(cat) == len(sources) and cat.meta["SUBPROCESS_CPU"] > 0
+    assert len(cat) == len(sources) and cat.meta["HELPER_CPU"] > 0
     for cut in bands:
         model = engine.render(cat, cut, "sersic_rg4")
         chi = (cut.sci - model) * np.sqrt(cut.wht)

@@ -158,8 +158,8 @@ class BuiltinEngine(Engine):
         out["FLAGS"][~state.in_core & ~state.modelled] |= int(FitFlag.NOT_FITTED)
         keep = np.r_[np.ones(len(sources), bool), ~state.dropped[len(sources):]]
         table = finalize({k: v[keep] for k, v in out.items()}, state.sources[keep], state.det, mdef, names)
-        if state.child_cpu_s:  # not in the calling thread's CPU time
-            table.meta["SUBPROCESS_CPU"] = state.child_cpu_s
+        if state.helper_cpu_s:  # fit threads' and processes' CPU: not in the calling thread's
+            table.meta["HELPER_CPU"] = state.helper_cpu_s
         if keep.sum() > len(sources):
             table.meta["RESIDUAL_SOURCES"] = state.sources[keep][len(sources):]
             table.meta["RESIDUAL_SEGMAP"] = state.det.segmap
@@ -182,7 +182,7 @@ class _TileState(ResidualPass, ParallelPass):
         self.fitted_on: dict[int, list] = {}  # group -> the pixels and weights of its last fit
         self.solutions: dict[int, tuple] = {}  # group -> (model, theta) of its last fit (warm starts)
         self.refits_skipped = 0
-        self.child_cpu_s = 0.0  # CPU seconds of the fit processes (fit.processes)
+        self.helper_cpu_s = 0.0  # CPU seconds of the fit threads or processes (fit.threads, fit.processes)
         # group -> (detection pixels its fit may read, and write, band -> farthest subtraction beyond its window)
         self.regions: dict[int, tuple] = {}
         self._count = threading.Lock()  # the counters below, when groups are fitted on threads

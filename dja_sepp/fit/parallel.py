@@ -45,10 +45,11 @@ class ParallelPass:
                 self.duration[rows] += seconds / len(rows)
             progress.advance(len(groups[gi]) * share)
 
-        processes = int(self.opts["processes"])
+        processes, threads = int(self.opts["processes"]), int(self.opts["threads"])
         if processes < 2 or len(order) < 2:
-            run_in_order(order, reads, writes, lambda gi: self._timed_fit(gi, groups[gi], npass), apply,
-                         int(self.opts["threads"]))
+            on_helpers = threads > 1 and len(order) > 1  # the calling thread's CPU does not hold theirs
+            run_in_order(order, reads, writes, lambda gi: self._timed_fit(gi, groups[gi], npass, on_helpers),
+                         apply, threads)
             return
 
         def apply_change(gi: int, result) -> None:
@@ -60,11 +61,15 @@ class ParallelPass:
         with ForkedPool(processes, self._fit_in_child) as pool:
             run_in_order(order, reads, writes, lambda gi: pool.run(
                 (gi, groups[gi], npass, self.modelled.copy(), self.explained.copy())), apply_change, processes)
-        self.child_cpu_s += pool.cpu_s
+        self.helper_cpu_s += pool.cpu_s
 
-    def _timed_fit(self, gi: int, rows: np.ndarray, npass: int) -> tuple:
-        start = time.perf_counter()
-        return (*self.fit_rows(gi, rows, npass), time.perf_counter() - start)
+    def _timed_fit(self, gi: int, rows: np.ndarray, npass: int, count_cpu: bool = False) -> tuple:
+        start, cpu = time.perf_counter(), time.thread_time()
+        result = self.fit_rows(gi, rows, npass)
+        if count_cpu:
+            with self._count:
+                self.helper_cpu_s += time.thread_time() - cpu
+        return (*result, time.perf_counter() - start)
 
     def _fit_in_child(self, args) -> tuple[dict, tuple]:
         """A fit process's task: fit group ``gi`` on the parent's current

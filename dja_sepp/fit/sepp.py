@@ -130,7 +130,7 @@ class SeppEngine(Engine):
         out = parse_catalog(table, sources, rows, detection, mdef, names)
         out["FLAGS"][~rows] |= int(FitFlag.NOT_FITTED)
         result = finalize(out, sources, detection, mdef, names)
-        result.meta["SUBPROCESS_CPU"] = cpu  # SE++'s own CPU seconds (not in this thread's)
+        result.meta["HELPER_CPU"] = cpu  # SE++'s own CPU seconds (not in this thread's)
         return result
 
     def render(self, catalog: Table, grid: BandCutout, model: str) -> np.ndarray:

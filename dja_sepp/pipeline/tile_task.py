@@ -95,8 +95,8 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
         The status written to ``tiles/{tile_id}/status.json``: ``state``
         (``ok``/``failed``), ``reason``, ``traceback``, ``timings`` (s),
         ``n_sources``, ``n_bands``, ``dropped_bands``, ``input_hash``, versions,
-        ``resources`` (``cpu_s``: core-s of the task's thread, its fit
-        processes and SE++, ``thread_cpu_s``, ``wall_s``, ``rss_before_mb``,
+        ``resources`` (``cpu_s``: core-s of the task's thread and of its
+        fit threads or processes or SE++, ``thread_cpu_s``: its own thread's, ``wall_s``, ``rss_before_mb``,
         ``peak_rss_mb``: :func:`dja_sepp.sizing.probe.probe`), ``attempt``
         (the ``worker``, task ``key`` and ``pid`` that ran it).
     """
@@ -126,9 +126,9 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
             status["reason"] = f"{type(exc).__name__}: {exc}"
             status["traceback"] = traceback.format_exc()
     timings["total"] = time.perf_counter() - start
-    # the task's own processes (fit.processes, SE++) worked for it too
+    # the task's own processes and threads (SE++, fit.processes, fit.threads) worked for it too
     resources["thread_cpu_s"] = resources["cpu_s"]
-    resources["cpu_s"] = round(resources["cpu_s"] + timings.get("fit_subprocess_cpu", 0.0), 4)
+    resources["cpu_s"] = round(resources["cpu_s"] + timings.get("helper_cpu", 0.0), 4)
     status["resources"] = resources
     store.write_json(f"tiles/{tile.id}/status.json", status)
     store.remove(f"tiles/{tile.id}/running.json")  # the attempt is over: status.json says how
@@ -202,8 +202,13 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
             # the cores the fits get (fit.threads or fit.processes) measure the bands at once
             # (numpy's medians release the GIL: x1.6 on 2 threads)
             cores = max(int(config["fit"]["threads"]), int(config["fit"]["processes"]))
-            with ThreadPoolExecutor(max(1, min(cores, len(bands))), thread_name_prefix="dja-sepp-noise") as pool:
-                noise.update(zip([cut.band for cut in bands], pool.map(lambda cut: _band_noise(cut, det), bands)))
+            if cores > 1 and len(bands) > 1:
+                with ThreadPoolExecutor(min(cores, len(bands)), thread_name_prefix="dja-sepp-noise") as pool:
+                    measured = list(pool.map(lambda cut: _timed_cpu(_band_noise, cut, det), bands))
+                noise.update((cut.band, value) for cut, (value, _) in zip(bands, measured))
+                timings["helper_cpu"] = timings.get("helper_cpu", 0.0) + sum(cpu for _, cpu in measured)
+            else:
+                noise.update({cut.band: _band_noise(cut, det) for cut in bands})
     status["noise_correlation"] = noise
     if dropped:
         status["warnings"] = [f"band {b} dropped over tile {tile.id}: {r}" for b, r in dropped.items()]
@@ -229,9 +234,9 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
             det.segmap = segmap
             status["n_residual_sources"] = int(np.count_nonzero(found["IN_CORE"]))
         options["residual_detection"] = False  # the next models fit the same sources
-        child_cpu = fitted.meta.pop("SUBPROCESS_CPU", None)  # an engine's own processes (SE++, fit
-        if child_cpu is not None:                      # processes) are not in this thread's CPU time
-            timings["fit_subprocess_cpu"] = timings.get("fit_subprocess_cpu", 0.0) + float(child_cpu)
+        child_cpu = fitted.meta.pop("HELPER_CPU", None)  # an engine's own processes or threads (SE++,
+        if child_cpu is not None:                      # fit.processes, fit.threads): not in this thread's CPU
+            timings["helper_cpu"] = timings.get("helper_cpu", 0.0) + float(child_cpu)
         with _timed(timings, "write"):
             # sources on the edge of a band's coverage: flagged, fluxes NaN below fit.min_coverage
             apply_coverage(fitted, sources, det, bands, config["fit"])
@@ -260,6 +265,12 @@ def _mark_psf_stars(sources: Table, store: RunStore, radius: float = 0.1) -> Non
     ref = SkyCoord(np.asarray(stars["RA"], float) * u.deg, np.asarray(stars["DEC"], float) * u.deg)
     _, sep, _ = cat.match_to_catalog_sky(ref)
     sources["PSF_STAR"] = sep.arcsec < radius
+
+
+def _timed_cpu(func, *args):
+    """``func(*args)`` and the CPU seconds of the calling thread it took."""
+    cpu = time.thread_time()
+    return func(*args), time.thread_time() - cpu
 
 
 def _band_noise(cut: BandCutout, det: BandCutout, side: int = 1024) -> float:
