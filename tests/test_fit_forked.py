@@ -100,3 +100,23 @@ def test_a_run_with_fit_processes_gives_the_same_catalog_and_counts_their_cpu(tm
     child = statuses[0]["timings"]["helper_cpu"]
     used = statuses[0]["resources"]
     assert child > 0 and used["cpu_s"] == pytest.approx(used["thread_cpu_s"] + child, abs=1e-3)
+
+
+def test_children_end_with_the_thread_that_forked_them():
+    """A worker thread stopped mid-tile (its worker killed at the tile's time
+    limit) leaves no fit process behind, even one that never reads its pipe."""
+    import signal
+
+    kept = []
+
+    def start_and_leave():
+        pool = ForkedPool(1, _Task(shared_array(np.zeros(1))))
+        pool.run(("sub", 0))  # the child is in its loop
+        kept.append(pool)     # never closed: the pipe stays open
+
+    t = threading.Thread(target=start_and_leave)
+    t.start()
+    t.join()
+    pid = kept[0]._children[0][0]
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL

@@ -22,11 +22,13 @@ in them.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import mmap
 import os
 import queue
 import resource
+import signal
 import traceback
 import warnings
 from multiprocessing import Pipe
@@ -97,6 +99,7 @@ class ForkedPool:
             if pid == 0:  # the child
                 code = 1
                 try:
+                    _end_with_parent()
                     parent_end.close()
                     _serve(task, child_end)
                     code = 0
@@ -136,6 +139,16 @@ class ForkedPool:
             finally:
                 conn.close()
                 os.waitpid(pid, 0)
+
+
+def _end_with_parent() -> None:
+    """Linux: the child is killed when the thread that forked it ends (a
+    worker killed at its tile's time limit leaves no fit running); a child
+    that is not stuck also ends on its own when its pipe closes."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
 
 
 def _fork() -> int:
