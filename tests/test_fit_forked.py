@@ -117,6 +117,15 @@ def test_children_end_with_the_thread_that_forked_them():
     t = threading.Thread(target=start_and_leave)
     t.start()
     t.join()
+    import time
     pid = kept[0]._children[0][0]
-    _, status = os.waitpid(pid, 0)
+    for _ in range(100):
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the fit process outlived the thread that forked it")
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
