@@ -67,10 +67,9 @@ def run_engine(engine: str, images: Path, out: Path, client, psfs, tiling: dict,
              if c.startswith("FLUX_MODEL_") and not c.endswith("_err") and c.count("_") == 2]
     fitted = int(np.count_nonzero(np.isfinite(np.asarray(catalog["RA_MODEL"], float))))
     fit_s = float(result.timings.get("tile_fit", math.nan))
-    # CPU seconds of the tile tasks (their thread) plus SE++'s own process: load-independent
+    # CPU seconds of the tile tasks (their thread, and SE++'s own process): load-independent
     statuses = [json.loads(p.read_text()) for p in (out / "tiles").glob("*/status.json")]
-    cpu = sum(float((s.get("resources") or {}).get("cpu_s", 0.0))
-              + float(s.get("timings", {}).get("helper_cpu", 0.0)) for s in statuses)
+    cpu = sum(float((s.get("resources") or {}).get("cpu_s", 0.0)) for s in statuses)
     per = max(1, fitted * len(bands))
     return {"engine": engine, "wall": wall, "tile_fit_core_s": fit_s, "tile_cpu_s": cpu, "n_rows": len(catalog),
             "n_fitted": fitted, "bands": bands, "cpu_s_per_source_band": cpu / per,

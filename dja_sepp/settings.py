@@ -179,6 +179,10 @@ def _validate(config: dict[str, Any]) -> None:
     kind = config["cluster"]["kind"]
     if kind == "address" and not config["cluster"]["address"]:
         raise ConfigError("cluster.kind is address but cluster.address (tcp://host:8786) is not set")
+    fit = config["fit"]
+    if int(fit["threads"]) > 1 and int(fit["processes"]) > 1:
+        raise ConfigError(f"fit.threads ({fit['threads']}) and fit.processes ({fit['processes']}) are both > 1: "
+                          "a tile's groups are fitted on threads or on processes; set one of them to 1")
 
 
 def config_hash(config: Mapping[str, Any], keys: tuple[str, ...] = (

@@ -86,8 +86,10 @@ def test_a_run_with_fit_processes_gives_the_same_catalog_and_counts_their_cpu(tm
 
     images, psf_args = write_tiny_field(tmp_path)
     psfs = dict(a.split("=", 1) for a in psf_args[1::2])
+    # (no noise measurement: its threads' CPU would count too)
     results = {n: dja_sepp.run(images, tmp_path / f"run{n}", models="sersic", psfs=psfs, mosaic=False,
-                               cluster=dask_client, progress=False, tiling__tile_size=100.0, fit__processes=n)
+                               cluster=dask_client, progress=False, tiling__tile_size=100.0, fit__processes=n,
+                               detection__noise_correlation=False)
                for n in (1, 2)}
     one, two = (results[n].catalog for n in (1, 2))
     assert len(one) == len(two) == 4
@@ -100,6 +102,7 @@ def test_a_run_with_fit_processes_gives_the_same_catalog_and_counts_their_cpu(tm
     child = statuses[0]["timings"]["helper_cpu"]
     used = statuses[0]["resources"]
     assert child > 0 and used["cpu_s"] == pytest.approx(used["thread_cpu_s"] + child, abs=1e-3)
+    assert used["peak_rss_mb"] > used["own_peak_rss_mb"]  # the fit processes' own memory counts
 
 
 def test_children_end_with_the_thread_that_forked_them():
@@ -129,3 +132,32 @@ def test_children_end_with_the_thread_that_forked_them():
         os.waitpid(pid, 0)
         pytest.fail("the fit process outlived the thread that forked it")
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+class _Sleeper:
+    def __call__(self, seconds):
+        import time
+        time.sleep(seconds)
+        return seconds
+
+
+def test_an_error_while_a_child_is_busy_kills_the_children_at_once():
+    """An exception in the pass (here: applying a quick fit) does not wait
+    for a long fit still running in another process, nor leave it behind."""
+    import time
+
+    from dja_sepp.fit.schedule import run_in_order
+    boxes = {0: (slice(0, 10), slice(0, 10)), 1: (slice(50, 60), slice(50, 60))}
+    seconds = {0: 60.0, 1: 0.0}
+
+    def apply(i, result):
+        raise ValueError(f"cannot apply {i}")
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="cannot apply 1"):
+        with ForkedPool(2, _Sleeper()) as pool:
+            run_in_order([0, 1], boxes, boxes, lambda i: pool.run(seconds[i]), apply, 2, on_error=pool.kill)
+    assert time.perf_counter() - start < 20
+    for pid, _ in pool._children:
+        with pytest.raises(ChildProcessError):  # reaped: no zombie, no orphan
+            os.waitpid(pid, os.WNOHANG)

@@ -93,17 +93,17 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
     from dja_sepp.sim.scenes import detect_and_match, galaxy_grid, make_scene
 
     rng = np.random.default_rng(5)
-    truth = galaxy_grid(rng, 4, 8, 45, ("F277W", "F444W"), flux_range=(15.0, 300.0))
+    truth = galaxy_grid(rng, 4, 8, 45, ("F200W", "F277W", "F444W"), flux_range=(15.0, 300.0))
     truth["X_DET"] += rng.uniform(-8, 8, len(truth))
     truth["Y_DET"] += rng.uniform(-8, 8, len(truth))
-    scene = make_scene(truth, (180, 360), {"F277W": 1, "F444W": 1}, sigma=0.02, seed=3)
+    scene = make_scene(truth, (180, 360), {"F200W": 2, "F277W": 1, "F444W": 1}, sigma=0.02, seed=3)
     cfg = load_config()
     sources, _, _ = detect_and_match(scene, cfg["detection"])
 
     widest = []
     original = engine_module.run_in_order
 
-    def counting(order, reads, writes, work, apply, threads):
+    def counting(order, reads, writes, work, apply, threads, **kw):
         running, lock = [0], threading.Lock()
 
         def counted(i):
@@ -115,7 +115,7 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
             finally:
                 with lock:
                     running[0] -= 1
-        return original(order, reads, writes, counted, apply, threads)
+        return original(order, reads, writes, counted, apply, threads, **kw)
 
     monkeypatch.setattr(engine_module, "run_in_order", counting)
     fits = {}
@@ -136,3 +136,94 @@ def test_two_threads_give_the_one_thread_catalog(monkeypatch, parallel):
             np.testing.assert_array_equal(a, b, err_msg=col)
         else:
             assert np.array_equal(a, b), col
+
+
+def test_fits_read_and_change_only_inside_their_scheduled_regions(monkeypatch):
+    """Every band window a fit reads and every model slice applied lies inside
+    the group's read and write regions (detection pixels), also for a band on
+    a grid twice as fine as the detection's: the schedule's guarantee rests on it."""
+    from dja_sepp.fit import engine as engine_module
+    from dja_sepp.fit import parallel
+    from dja_sepp.fit.base import get_engine
+    from dja_sepp.settings import load_config
+    from dja_sepp.sim.scenes import detect_and_match, galaxy_grid, make_scene
+
+    factors = {"F200W": 2, "F277W": 1, "F444W": 1}
+    rng = np.random.default_rng(5)
+    truth = galaxy_grid(rng, 3, 6, 45, tuple(factors), flux_range=(15.0, 300.0))
+    truth["X_DET"] += rng.uniform(-8, 8, len(truth))
+    truth["Y_DET"] += rng.uniform(-8, 8, len(truth))
+    scene = make_scene(truth, (140, 280), factors, sigma=0.02, seed=3)
+    cfg = load_config()
+    sources, _, _ = detect_and_match(scene, cfg["detection"])
+    affines = {b.band: engine_module.band_affine(scene.detection, b) for b in scene.bands}
+    fitting, checked, outside = threading.local(), [], []
+
+    def within(sl, affine, box):
+        ext = engine_module._det_box(sl, affine)  # detection pixels the band slice touches
+        checked.append(1)
+        return box[0].start <= ext[0].start and ext[0].stop <= box[0].stop \
+            and box[1].start <= ext[1].start and ext[1].stop <= box[1].stop
+
+    band_data = engine_module._band_data
+
+    def reading(band, det, win, affine, *args):
+        bd = band_data(band, det, win, affine, *args)
+        if bd is not None and not within(bd.meta_slice, affine, fitting.reads):
+            outside.append(("read", band.band))
+        return bd
+
+    run = parallel.run_in_order
+
+    def checking(order, reads, writes, work, apply, workers, **kw):
+        def work_in(i):
+            fitting.reads = reads[i]
+            return work(i)
+
+        def apply_in(i, result):
+            for model in result[1:3]:  # previous and new model: band -> (slices, image)
+                outside.extend(("write", name) for name, (sl, _) in model.items()
+                               if not within(sl, affines[name], writes[i]))
+            return apply(i, result)
+        return run(order, reads, writes, work_in, apply_in, workers, **kw)
+
+    monkeypatch.setattr(engine_module, "_band_data", reading)
+    monkeypatch.setattr(parallel, "run_in_order", checking)
+    fit = get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4",
+                                    {**cfg["fit"], "psf_radius": 40})
+    assert len(fit) >= 10 and len(checked) > 100
+    assert outside == []
+
+
+def test_failed_refits_in_fit_processes_keep_the_first_pass_as_in_one_process(monkeypatch):
+    """Second-pass refits that fail (here: every third group's) keep their
+    first-pass rows and model, flagged ``REFIT_FAILED``: the same catalog
+    whether the groups are fitted in fit processes or in the tile's thread."""
+    from dja_sepp.fit import engine as engine_module
+    from dja_sepp.fit.base import get_engine
+    from dja_sepp.fit.flags import FitFlag
+    from dja_sepp.settings import load_config
+    from dja_sepp.sim.scenes import detect_and_match, galaxy_grid, make_scene
+
+    rng = np.random.default_rng(7)
+    truth = galaxy_grid(rng, 3, 6, 45, ("F277W", "F444W"), flux_range=(15.0, 300.0))
+    scene = make_scene(truth, (140, 280), {"F277W": 1, "F444W": 1}, sigma=0.02, seed=4)
+    cfg = load_config()
+    sources, _, _ = detect_and_match(scene, cfg["detection"])
+    solve = engine_module._TileState._solve
+
+    def failing_refits(self, mdef, rows, contexts, data, win, quiet=False, warm=None):
+        if warm is not None and rows[0] % 3 == 0:  # a refit (warm start) of every third group
+            return None
+        return solve(self, mdef, rows, contexts, data, win, quiet=quiet, warm=warm)
+
+    monkeypatch.setattr(engine_module._TileState, "_solve", failing_refits)
+    opts = {**cfg["fit"], "psf_radius": 40, "refit_min_change": 0.0}  # every group refitted
+    one, two = (get_engine("builtin").fit(sources, scene.detection, scene.bands, "sersic_rg4",
+                                          {**opts, "processes": n}) for n in (1, 2))
+    failed = (np.asarray(one["FLAGS"]) & int(FitFlag.REFIT_FAILED)) > 0
+    assert 2 <= failed.sum() < len(one)
+    for col in one.colnames:
+        if col != "FIT_DURATION":
+            assert np.array_equal(np.asarray(one[col]), np.asarray(two[col]),
+                                  equal_nan=one[col].dtype.kind == "f"), col

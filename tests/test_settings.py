@@ -98,3 +98,9 @@ def test_run_yaml_is_accepted_as_config(tmp_path):
     path.write_text(dump_config(cfg))
     again = load_config(path)
     assert again["detection"]["thresh"] == 1.2 and "run" not in again
+
+
+def test_fit_threads_and_processes_are_not_both_asked_for():
+    assert load_config({"fit": {"processes": 2}})["fit"]["processes"] == 2
+    with pytest.raises(ConfigError, match=r"fit\.threads \(2\) and fit\.processes \(2\) are both > 1"):
+        load_config({"fit": {"threads": 2, "processes": 2}})

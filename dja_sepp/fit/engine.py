@@ -160,6 +160,8 @@ class BuiltinEngine(Engine):
         table = finalize({k: v[keep] for k, v in out.items()}, state.sources[keep], state.det, mdef, names)
         if state.helper_cpu_s:  # fit threads' and processes' CPU: not in the calling thread's
             table.meta["HELPER_CPU"] = state.helper_cpu_s
+        if state.helper_mb:  # nor is their memory in this process's
+            table.meta["HELPER_MB"] = state.helper_mb
         if keep.sum() > len(sources):
             table.meta["RESIDUAL_SOURCES"] = state.sources[keep][len(sources):]
             table.meta["RESIDUAL_SEGMAP"] = state.det.segmap
@@ -183,6 +185,7 @@ class _TileState(ResidualPass, ParallelPass):
         self.solutions: dict[int, tuple] = {}  # group -> (model, theta) of its last fit (warm starts)
         self.refits_skipped = 0
         self.helper_cpu_s = 0.0  # CPU seconds of the fit threads or processes (fit.threads, fit.processes)
+        self.helper_mb = 0.0  # the fit processes' own memory (MB; their largest pass)
         # group -> (detection pixels its fit may read, and write, band -> farthest subtraction beyond its window)
         self.regions: dict[int, tuple] = {}
         self._count = threading.Lock()  # the counters below, when groups are fitted on threads
@@ -193,17 +196,20 @@ class _TileState(ResidualPass, ParallelPass):
         self.fit_snr: dict[int, dict] = {}  # row -> band -> S/N of its last fit
 
     def regions_of(self, rows: np.ndarray) -> tuple[tuple[slice, slice], tuple[slice, slice], dict[str, int]]:
-        """The detection pixels the group's fit may read (its window + 2 px +
-        one band pixel: the band windows cover it) and the ones its model may
-        be subtracted from (its window grown by the farthest reach + 2 px), and
-        that farthest reach (band px) beyond its window in each band
+        """The detection pixels the group's fit may read (its window and its
+        band windows, mapped back) and the ones its model may be subtracted
+        from (the band windows grown by the farthest reach, mapped back), +1
+        px; and that farthest reach (band px) beyond its window in each band
         (:func:`.subtraction.reach_bound`)."""
         win = det_window(self.sources, rows, self.det.shape, self.opts)
         bounds = {b.band: reach_bound(b, win, self.affines[b.band], self.opts) for b in self.bands}
-        scales = [np.sqrt(abs(np.linalg.det(self.affines[b.band][0]))) for b in self.bands]  # band px per det px
-        read = 2 + int(np.ceil(1.0 / min(scales, default=1.0)))
-        write = 2 + max((int(np.ceil(bounds[b.band] / sc)) for b, sc in zip(self.bands, scales)), default=0)
-        return _grown(win, read), _grown(win, max(read, write)), bounds
+        reads, writes = [win], [win]
+        for b in self.bands:
+            sl = band_box(win, self.affines[b.band], b.shape)
+            if sl is not None:
+                reads.append(_det_box(sl, self.affines[b.band]))
+                writes.append(_det_box(_grown(sl, bounds[b.band]), self.affines[b.band]))
+        return _grown(_hull(reads), 1), _grown(_hull(writes + reads), 1), bounds
 
     def _unchanged(self, gi: int, data: list) -> bool:
         """True when group ``gi``'s window holds the pixels of its last fit
@@ -545,3 +551,18 @@ def _plus(work: np.ndarray, sl: tuple[slice, slice], model) -> np.ndarray:
 
 def _grown(win: tuple[slice, slice], by: int) -> tuple[slice, slice]:
     return slice(win[0].start - by, win[0].stop + by), slice(win[1].start - by, win[1].stop + by)
+
+
+def _hull(boxes: list[tuple[slice, slice]]) -> tuple[slice, slice]:
+    return (slice(min(b[0].start for b in boxes), max(b[0].stop for b in boxes)),
+            slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes)))
+
+
+def _det_box(sl: tuple[slice, slice], affine) -> tuple[slice, slice]:
+    """Detection pixels covering the band pixels ``sl`` (``affine``: detection -> band)."""
+    a, t = affine
+    ys, xs = (sl[0].start - 0.5, sl[0].stop - 0.5), (sl[1].start - 0.5, sl[1].stop - 0.5)
+    corners = np.array([[x, y] for x in xs for y in ys]) - t
+    det = corners @ np.linalg.inv(a).T
+    lo, hi = np.floor(det.min(axis=0) + 0.5).astype(int), np.floor(det.max(axis=0) + 0.5).astype(int) + 1
+    return slice(int(lo[1]), int(hi[1])), slice(int(lo[0]), int(hi[0]))

@@ -62,14 +62,16 @@ class _LogRecords(logging.Handler):
 
 
 def _serve(task: Callable[[Any], Any], conn) -> None:
-    """A child's loop: ``task(args)`` for every ``args`` received, until None."""
+    """A child's loop: ``task(args)`` for every ``args`` received, until None
+    (then it sends its CPU seconds and private memory, MB)."""
     logger = logging.getLogger("dja_sepp")
     collect = _LogRecords()
     logger.handlers, logger.propagate = [collect], False
     while True:
         args = conn.recv()
         if args is None:
-            conn.send(("cpu", resource.getrusage(resource.RUSAGE_SELF)))
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            conn.send((usage.ru_utime + usage.ru_stime, _private_mb()))
             return
         collect.records = []
         try:
@@ -79,76 +81,122 @@ def _serve(task: Callable[[Any], Any], conn) -> None:
         conn.send(reply + (collect.records,))
 
 
+def _private_mb() -> float:
+    """This process's own memory (pages not shared with its parent), MB; 0 where unknown."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            return sum(float(line.split()[1]) for line in f if line.startswith(("Private_Clean", "Private_Dirty"))) / 1024
+    except OSError:
+        return 0.0
+
+
 class ForkedPool:
     """``n`` child processes, forked now, each running ``task(args)`` for the
     ``args`` that :meth:`run` sends it.
 
     :meth:`run` blocks its calling thread (not the GIL) until a child
     returns; call it from up to ``n`` threads at once. Use as a context
-    manager: the children end on exit, and ``cpu_s`` then holds the CPU
-    seconds they used.
+    manager: the children end on exit (killed at once if the block raised, or
+    by :meth:`kill`); ``cpu_s`` then holds the CPU seconds they used and
+    ``private_mb`` their own memory (pages not shared with this process).
     """
 
     def __init__(self, n: int, task: Callable[[Any], Any]):
-        self.cpu_s = 0.0
+        self.cpu_s, self.private_mb = 0.0, 0.0
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._children: list[tuple[int, Any]] = []
-        for _ in range(n):
-            parent_end, child_end = Pipe()
-            pid = _fork()
-            if pid == 0:  # the child
-                code = 1
-                try:
-                    _end_with_parent()
-                    parent_end.close()
-                    _serve(task, child_end)
-                    code = 0
-                finally:
-                    os._exit(code)
-            child_end.close()
-            self._children.append((pid, parent_end))
-            self._idle.put(parent_end)
+        self._ended: dict[int, int] = {}  # pid -> wait status, once reaped
+        prctl = _prctl()  # looked up before the fork: the child loads nothing
+        try:
+            for _ in range(n):
+                self._fork_one(task, prctl)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _fork_one(self, task, prctl) -> None:
+        parent_end, child_end = Pipe()
+        pid = _fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                if prctl is not None:
+                    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the forking thread ends
+                for _, sibling in self._children:  # its siblings' pipes end with them, not with it
+                    sibling.close()
+                parent_end.close()
+                _serve(task, child_end)
+                code = 0
+            finally:
+                os._exit(code)
+        child_end.close()
+        self._children.append((pid, parent_end))
+        self._idle.put((pid, parent_end))
 
     def run(self, args: Any) -> Any:
         """``task(args)`` in an idle child; its exception is raised here."""
-        conn = self._idle.get()
+        pid, conn = self._idle.get()
         try:
             conn.send(args)
+            while not conn.poll(0.5):  # a pipe another process also holds never reports its end
+                if self._reap(pid):
+                    raise EOFError
             status, value, records = conn.recv()
         except (EOFError, OSError) as exc:
             raise RuntimeError("a fit process ended unexpectedly (killed, or out of memory?)") from exc
         finally:
-            self._idle.put(conn)
+            self._idle.put((pid, conn))
         for name, level, message in records:
             logging.getLogger(name).log(level, "%s", message)
         if status == "error":
             raise RuntimeError(f"a group's fit failed in a fit process:\n{value}")
         return value
 
+    def _reap(self, pid: int) -> bool:
+        """True once ``pid`` has ended (reaped here)."""
+        if pid not in self._ended:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self._ended[pid] = status
+        return pid in self._ended
+
+    def kill(self) -> None:
+        """End every child now (a run waiting on one raises)."""
+        for pid, _ in self._children:
+            if not self._reap(pid):
+                os.kill(pid, signal.SIGKILL)
+
     def __enter__(self) -> "ForkedPool":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.kill()
         for pid, conn in self._children:
             try:
-                conn.send(None)
-                status, usage = conn.recv()
-                self.cpu_s += usage.ru_utime + usage.ru_stime
+                if not self._reap(pid):
+                    conn.send(None)
+                    cpu, private = conn.recv()
+                    self.cpu_s += cpu
+                    self.private_mb += private
             except (EOFError, OSError):
-                os.kill(pid, 9)
+                self.kill()
             finally:
                 conn.close()
-                os.waitpid(pid, 0)
+                if pid not in self._ended:
+                    os.waitpid(pid, 0)
+                    self._ended[pid] = 0
 
 
-def _end_with_parent() -> None:
-    """Linux: the child is killed when the thread that forked it ends (a
-    worker killed at its tile's time limit leaves no fit running); a child
-    that is not stuck also ends on its own when its pipe closes."""
+def _prctl():
+    """Linux's ``prctl``, or None."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def _fork() -> int:

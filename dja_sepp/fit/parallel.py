@@ -60,8 +60,10 @@ class ParallelPass:
 
         with ForkedPool(processes, self._fit_in_child) as pool:
             run_in_order(order, reads, writes, lambda gi: pool.run(
-                (gi, groups[gi], npass, self.modelled.copy(), self.explained.copy())), apply_change, processes)
+                (gi, groups[gi], npass, self.modelled.copy(), self.explained.copy())), apply_change, processes,
+                on_error=pool.kill)
         self.helper_cpu_s += pool.cpu_s
+        self.helper_mb = max(self.helper_mb, pool.private_mb)
 
     def _timed_fit(self, gi: int, rows: np.ndarray, npass: int, count_cpu: bool = False) -> tuple:
         start, cpu = time.perf_counter(), time.thread_time()

@@ -63,13 +63,15 @@ def _dependencies(reads: Sequence[Box], writes: Sequence[Box]) -> tuple[list[np.
 
 
 def run_in_order(order: Sequence[int], reads: Mapping[int, Box], writes: Mapping[int, Box],
-                 work: Callable[[int], object], apply: Callable[[int, object], None], workers: int) -> None:
+                 work: Callable[[int], object], apply: Callable[[int, object], None], workers: int,
+                 on_error: Callable[[], None] | None = None) -> None:
     """Call ``work(i)`` for every ``i`` of ``order`` on up to ``workers``
     threads and ``apply(i, result)`` in the calling thread, in an order that
     gives the serial order's result (see the module's docstring): ``work(i)``
     may read only inside ``reads[i]`` and ``apply(i, .)`` write only inside
-    ``writes[i]``. An exception of ``work`` is raised here once the running
-    calls have ended (no new one starts)."""
+    ``writes[i]``. An exception of ``work`` or ``apply`` is raised here once
+    the running calls have ended (no new one starts); ``on_error()`` is
+    called first, to end them sooner (fit processes are killed)."""
     order = list(order)
     if workers <= 1 or len(order) < 2:
         for i in order:
@@ -101,21 +103,25 @@ def run_in_order(order: Sequence[int], reads: Mapping[int, Box], writes: Mapping
         ready.sort()
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dja-sepp-fit") as pool:
-        while ready or running or finished:
-            while ready and len(running) < workers:
-                k = ready.pop(0)
-                running[pool.submit(work, order[k])] = k
-            if not running:  # finished results wait on nothing that runs: cannot happen
-                raise RuntimeError("fit schedule stalled")  # pragma: no cover
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            failed = None
-            for fut in done:
-                k = running.pop(fut)
-                if fut.exception() is not None:
-                    failed = failed or fut.exception()
-                else:
-                    finished[k] = fut.result()
-            if failed is not None:
-                wait(running)
-                raise failed
-            apply_what_may()
+        try:
+            while ready or running or finished:
+                while ready and len(running) < workers:
+                    k = ready.pop(0)
+                    running[pool.submit(work, order[k])] = k
+                if not running:  # finished results wait on nothing that runs: cannot happen
+                    raise RuntimeError("fit schedule stalled")  # pragma: no cover
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                failed = None
+                for fut in done:
+                    k = running.pop(fut)
+                    if fut.exception() is not None:
+                        failed = failed or fut.exception()
+                    else:
+                        finished[k] = fut.result()
+                if failed is not None:
+                    raise failed
+                apply_what_may()
+        except BaseException:
+            if on_error is not None:
+                on_error()
+            raise  # (leaving the executor waits for the running calls)

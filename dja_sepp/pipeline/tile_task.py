@@ -95,9 +95,11 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
         The status written to ``tiles/{tile_id}/status.json``: ``state``
         (``ok``/``failed``), ``reason``, ``traceback``, ``timings`` (s),
         ``n_sources``, ``n_bands``, ``dropped_bands``, ``input_hash``, versions,
-        ``resources`` (``cpu_s``: core-s of the task's thread and of its
-        fit threads or processes or SE++, ``thread_cpu_s``: its own thread's, ``wall_s``, ``rss_before_mb``,
-        ``peak_rss_mb``: :func:`dja_sepp.sizing.probe.probe`), ``attempt``
+        ``resources`` (:func:`dja_sepp.sizing.probe.probe`'s ``cpu_s``,
+        ``wall_s``, ``rss_before_mb``, ``peak_rss_mb``, with the task's
+        helpers added: ``cpu_s`` holds the CPU of its fit threads or
+        processes or SE++ (``thread_cpu_s``: its own thread's), ``peak_rss_mb``
+        its fit processes' own memory (``own_peak_rss_mb``: the worker's)), ``attempt``
         (the ``worker``, task ``key`` and ``pid`` that ran it).
     """
     from ..settings import use_model_dirs
@@ -129,6 +131,9 @@ def process_tile(tile: Tile, field: Field, config: Mapping[str, Any], out: str,
     # the task's own processes and threads (SE++, fit.processes, fit.threads) worked for it too
     resources["thread_cpu_s"] = resources["cpu_s"]
     resources["cpu_s"] = round(resources["cpu_s"] + timings.get("helper_cpu", 0.0), 4)
+    if "helper_mb" in status:  # the fit processes' own memory adds to the worker's (an upper bound)
+        resources["own_peak_rss_mb"] = resources["peak_rss_mb"]
+        resources["peak_rss_mb"] = round(resources["peak_rss_mb"] + status.pop("helper_mb"), 2)
     status["resources"] = resources
     store.write_json(f"tiles/{tile.id}/status.json", status)
     store.remove(f"tiles/{tile.id}/running.json")  # the attempt is over: status.json says how
@@ -237,6 +242,9 @@ def _run_tile(tile: Tile, field: Field, config: Mapping[str, Any], store: RunSto
         child_cpu = fitted.meta.pop("HELPER_CPU", None)  # an engine's own processes or threads (SE++,
         if child_cpu is not None:                      # fit.processes, fit.threads): not in this thread's CPU
             timings["helper_cpu"] = timings.get("helper_cpu", 0.0) + float(child_cpu)
+        helper_mb = fitted.meta.pop("HELPER_MB", None)  # fit processes' own memory
+        if helper_mb is not None:
+            status["helper_mb"] = max(status.get("helper_mb", 0.0), float(helper_mb))
         with _timed(timings, "write"):
             # sources on the edge of a band's coverage: flagged, fluxes NaN below fit.min_coverage
             apply_coverage(fitted, sources, det, bands, config["fit"])
