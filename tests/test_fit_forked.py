@@ -25,6 +25,10 @@ class _Task:
             os._exit(7)
         if what == "log":
             logging.getLogger("dja_sepp.fit.engine").warning("fit of rows %s failed", value)
+            try:
+                raise KeyError("inner cause")
+            except KeyError:
+                logging.getLogger("dja_sepp.fit.engine").exception("with its traceback")
             return os.getpid(), None
         self.image[value] -= 1.0  # a shared pixel: the parent sees it
         sum(i * i for i in range(200_000))  # some CPU to count
@@ -51,6 +55,7 @@ def test_a_child_s_error_and_logs_reach_the_parent(caplog):
         with caplog.at_level(logging.WARNING, logger="dja_sepp"):
             pool.run(("log", [3, 4]))
         assert "fit of rows [3, 4] failed" in caplog.text
+        assert "with its traceback" in caplog.text and "KeyError: 'inner cause'" in caplog.text
         with pytest.raises(RuntimeError, match="ValueError: bad value 5"):
             pool.run(("raise", 5))
         assert pool.run(("sub", 0))[1] == 0  # the child lives on after a task's error

@@ -58,7 +58,10 @@ class _LogRecords(logging.Handler):
         self.records: list[tuple[str, int, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.name, record.levelno, record.getMessage()))
+        message = record.getMessage()
+        if record.exc_info:  # the traceback as text: the exception itself may not pickle
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        self.records.append((record.name, record.levelno, message))
 
 
 def _serve(task: Callable[[Any], Any], conn) -> None:
