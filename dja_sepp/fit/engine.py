@@ -41,8 +41,8 @@ from .base import BandCutout, Engine
 from .catalog import empty_results, fill_point_row, fill_row, finalize, render_catalog
 from .flags import FitFlag
 from .forked import shared_array
-from .render import BandGrid
 from .parallel import ParallelPass
+from .render import BandGrid
 from .residual_pass import ResidualPass
 from .solver import BandData, fit_group, render_group
 from .subtraction import model_reach, reach_bound, subtraction_grid

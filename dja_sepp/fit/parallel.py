@@ -24,7 +24,7 @@ _PREVIOUS = "previous"
 
 class ParallelPass:
     """Methods of the engine's tile state (``fit_rows``, ``apply_models``,
-    ``regions``, ``models``, ``out``, ...) that run one pass of fits."""
+    ``regions_of``, ``regions``, ``models``, ``out``, ...) that run one pass of fits."""
 
     def fit_pass(self, groups: list[np.ndarray], order, npass: int, share: float) -> None:
         """Fit the groups ``order`` (indices into ``groups``) brightest first
