@@ -23,6 +23,7 @@ in them.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import mmap
 import os
@@ -110,12 +111,18 @@ class ForkedPool:
         self._children: list[tuple[int, Any]] = []
         self._ended: dict[int, int] = {}  # pid -> wait status, once reaped
         prctl = _prctl()  # looked up before the fork: the child loads nothing
+        # the parent's objects out of the children's garbage collections: a
+        # collection writes to every object it visits, which would copy every
+        # memory page holding one (a long-lived worker holds many)
+        gc.freeze()
         try:
             for _ in range(n):
                 self._fork_one(task, prctl)
         except BaseException:
             self.kill()
             raise
+        finally:
+            gc.unfreeze()
 
     def _fork_one(self, task, prctl) -> None:
         parent_end, child_end = Pipe()
