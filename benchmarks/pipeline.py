@@ -253,9 +253,12 @@ def _crowded_model(args, sim, tiling, truth, psfs, model, run_dir: Path) -> dict
     if not r["n_rows"]:
         raise SystemExit("the run produced no catalog rows")
     cat = Table.read(r["catalog"])
-    whole = score_catalog(cat, truth, core_seconds=r["wall"] * args.workers)
+    # each worker holds as many cores as its tile task fits on (fit.threads or fit.processes)
+    settings = _settings(args.set)
+    cores = max(int(settings.get("fit__threads", 1)), int(settings.get("fit__processes", 1)))
+    whole = score_catalog(cat, truth, core_seconds=r["wall"] * args.workers * cores)
     print(format_score(whole))
-    tiles_only = score_catalog(cat, truth, core_seconds=r["tile_core_s"]["total"])
+    tiles_only = score_catalog(cat, truth, core_seconds=r["tile_core_s"]["total"] * cores)
     fits_only = score_catalog(cat, truth)   # sum of the rows' FIT_DURATION
     print(f"core-s per true object-band: whole run {whole.core_s_per_true_band:.3f}, tile tasks "
           f"{tiles_only.core_s_per_true_band:.3f}, row fits {fits_only.core_s_per_true_band:.3f}")
