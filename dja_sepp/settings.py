@@ -192,6 +192,8 @@ def config_hash(config: Mapping[str, Any], keys: tuple[str, ...] = (
     # where model files live is not what they say (their contents are hashed
     # with the inputs): a moved configuration folder reuses its tiles
     (subset.get("fit") or {}).pop("model_dirs", None)
+    for key in ("threads", "processes"):  # the catalog is the same for any number of them
+        (subset.get("fit") or {}).pop(key, None)
     text = json.dumps(subset, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

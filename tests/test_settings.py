@@ -40,6 +40,7 @@ def test_bad_yaml_and_values(tmp_path):
 def test_hash_changes_with_result_relevant_settings():
     a = config_hash(load_config())
     assert a == config_hash(load_config(cluster__n_workers=7))  # where it runs: same result
+    assert a == config_hash(load_config(fit__processes=2)) == config_hash(load_config(fit__threads=2))  # idem
     assert a != config_hash(load_config(detection__thresh=1.5))
 
 
